@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine: `make up` and `make test`.
+SHELL := /bin/bash
+PY := .venv/bin/python
+STAMP := .venv/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: up down status test lint fmt bench bench-quick venv kafka-jars
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv .venv
+	@.venv/bin/pip install -q --upgrade pip
+	@.venv/bin/pip install -q -e '.[dev]'
+	@rm -f .venv/.installed-* && touch $(STAMP)
+
+venv: $(STAMP)
+
+kafka-jars:
+	@bash infra/kafka/kafka.sh fetch
+
+up: venv kafka-jars
+	@bash infra/up.sh
+
+down:
+	@bash infra/down.sh
+
+status:
+	@bash infra/postgres/pg.sh status; bash infra/kafka/kafka.sh status; bash infra/services.sh status
+
+# pytest exit code 5 ("no tests ran") counts as a failure.
+test: venv kafka-jars
+	@bash infra/browser.sh ensure
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
+
+lint: venv
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+	@.venv/bin/mypy shared services
+
+fmt: venv
+	@.venv/bin/ruff format . && .venv/bin/ruff check --fix .
+
+bench: venv kafka-jars
+	@$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-quick: venv kafka-jars
+	@$(PY) -m bench.run --quick

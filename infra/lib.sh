@@ -1,0 +1,31 @@
+# Shared settings for the native (no-Docker) dev stack; sourced by the other infra scripts.
+# Every value can be overridden from the environment (CONTRACT.md §2).
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA_DIR="${ANTREAN_DATA_DIR:-$REPO/.data}"
+LOG_DIR="$DATA_DIR/logs"
+RUN_DIR="$DATA_DIR/run"
+CACHE_DIR="${ANTREAN_CACHE_DIR:-$REPO/.cache}"
+VENV="$REPO/.venv"
+PY="$VENV/bin/python"
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$REPO/infra/kafka/pom.xml")"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_HEAP="${KAFKA_HEAP:-512m}"
+PG_PORT="${PG_PORT:-5432}"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+export DATABASE_URL="${DATABASE_URL:-postgresql://antrean:antrean@127.0.0.1:$PG_PORT/antrean}"
+export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
+mkdir -p "$LOG_DIR" "$RUN_DIR"
+
+say() { printf '\033[1m[%s]\033[0m %s\n' "$1" "$2"; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # port seconds name
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do port_open "$1" && return 0; sleep 0.1; done
+  say "$3" "did not open port $1 within $2 s" >&2; return 1
+}
+
+pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }

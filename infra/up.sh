@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# `make up`: PostgreSQL, Kafka, migrations, demo data and every service, natively. Idempotent.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bash "$REPO/infra/postgres/pg.sh" start
+bash "$REPO/infra/kafka/kafka.sh" start
+(cd "$REPO" && "$PY" -m shared.migrate)
+(cd "$REPO" && "$PY" -m shared.topics)
+bash "$REPO/infra/services.sh" start
+if [[ -f "$REPO/services/cancel_api/demo.py" ]]; then (cd "$REPO" && "$PY" -m services.cancel_api.demo); fi
+echo
+say up "PostgreSQL 127.0.0.1:$PG_PORT | Kafka $KAFKA_BOOTSTRAP_SERVERS | logs in $LOG_DIR | stop with: make down"

@@ -1,0 +1,27 @@
+"""Wait until a Kafka broker answers an admin round trip (list topics); exit 1 at the deadline."""
+
+import asyncio
+import sys
+import time
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+async def main(bootstrap: str, deadline_s: float) -> int:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return 0
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+    print(f"kafka at {bootstrap} did not answer within {deadline_s} s", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1], float(sys.argv[2]))))

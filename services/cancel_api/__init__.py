@@ -1,0 +1,1 @@
+"""Cancel API: cancels waiting queue tickets, writes QueueCancelled to the outbox, serves the UI."""

@@ -1,0 +1,211 @@
+"""Wiring of the cancel API: `create_app(settings)` builds the FastAPI app and its lifespan."""
+
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+import structlog
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from services.cancel_api import repository as repo
+from services.cancel_api import service
+from services.cancel_api.config import CancelApiSettings
+from services.cancel_api.errors import Problem, install_handlers
+from services.cancel_api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from services.cancel_api.schemas import (
+    CancelRequest,
+    CancelResponse,
+    QueueList,
+    QueueOut,
+    RegisterRequest,
+    queue_out,
+)
+from shared.auth import PERM_CANCEL, PERM_CREATE, PERM_UPDATE, AuthError, Principal, TokenVerifier
+from shared.db import create_pool
+from shared.events import TOPIC_QUEUE_CANCELLED
+from shared.kafka import kafka_reachable
+from shared.logging import get_logger
+from shared.outbox import OutboxRelay
+from shared.service_kit import ops_router
+
+log = get_logger(__name__)
+_ID = re.compile(r"^[1-9][0-9]{0,17}$")
+
+
+def parse_id(raw: str) -> int:
+    if not _ID.match(raw):
+        raise Problem(422, "invalid_request", f"id antrean tidak valid: {raw[:40]!r}")
+    return int(raw)
+
+
+class State:
+    """Per-app resources, created in the lifespan (no import-time globals)."""
+
+    pool: asyncpg.Pool
+    relay: OutboxRelay | None = None
+
+
+def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
+    settings = settings or CancelApiSettings()
+    verifier = TokenVerifier(settings)
+    state = State()
+    topic = settings.topic(TOPIC_QUEUE_CANCELLED)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # min_size 0: the API starts (and answers 503) even while the database is away.
+        state.pool = await create_pool(settings.database_url.get_secret_value(), min_size=0,
+                                       max_size=settings.db_pool_max)
+        tasks = [asyncio.create_task(_housekeeping(state.pool, settings))]
+        if settings.outbox_relay_enabled:
+            state.relay = OutboxRelay(state.pool, settings.kafka_bootstrap_servers)
+            tasks.append(asyncio.create_task(state.relay.run()))
+        try:
+            yield
+        finally:
+            if state.relay is not None:
+                state.relay.stop()
+            tasks[0].cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await state.pool.close()
+
+    app = FastAPI(title="Antrean cancel API", version="1.0.0", lifespan=lifespan,
+                  default_response_class=JSONResponse)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    install_handlers(app)
+
+    async def db_ok() -> bool:
+        async with state.pool.acquire(timeout=2) as conn:
+            return bool(await conn.fetchval("select 1"))
+
+    async def kafka_ok() -> bool:
+        if state.relay is not None and state.relay.kafka_ok:
+            return True
+        return await kafka_reachable(settings.kafka_bootstrap_servers)
+
+    app.include_router(ops_router({"database": db_ok, "kafka": kafka_ok}))
+
+    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Problem(401, "unauthenticated", "Token Bearer tidak ada.")
+        try:
+            who = verifier.verify(token.strip())
+        except AuthError as exc:
+            raise Problem(401, "unauthenticated", str(exc)) from exc
+        structlog.contextvars.bind_contextvars(user_id=who.user_id, clinic_id=who.clinic_id)
+        return who
+
+    def require(permission: str) -> Callable[[Principal], Awaitable[Principal]]:
+        async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+            if not who.can(permission):
+                raise Problem(403, "forbidden", f"Izin '{permission}' diperlukan.")
+            return who
+
+        return check
+
+    Staff = Annotated[Principal, Depends(principal)]
+
+    @app.post("/antrian_ruangan/batal/{queue_id}", response_model=CancelResponse,
+              responses={409: {}, 404: {}, 422: {}, 503: {}})
+    async def cancel(queue_id: str, request: Request,
+                     who: Annotated[Principal, Depends(require(PERM_CANCEL))],
+                     idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Any:
+        qid = parse_id(queue_id)
+        body = await _json_body(request, CancelRequest, optional=True)
+        assert isinstance(body, CancelRequest)
+        return await service.cancel_ticket(
+            state.pool, who, qid, body, topic=topic, idempotency_key=idempotency_key,
+            request_id=request.state.request_id,
+        )
+
+    @app.get("/antrian_ruangan", response_model=QueueList)
+    async def list_queue(
+        who: Staff,
+        room_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+        status: Annotated[str, Query(pattern="^(waiting|called|accepted|done|cancelled)$")] = "waiting",
+    ) -> Any:
+        async with state.pool.acquire() as conn:
+            rows = await repo.list_tickets(conn, who.clinic_id, room_id, status)
+        return {"items": [queue_out(r) for r in rows]}
+
+    @app.get("/antrian_ruangan/{queue_id}", response_model=QueueOut)
+    async def read_queue(queue_id: str, who: Staff) -> Any:
+        qid = parse_id(queue_id)
+        async with state.pool.acquire() as conn:
+            row = await repo.get_ticket(conn, who.clinic_id, qid)
+        if row is None:
+            raise Problem(404, "queue_not_found", f"Antrean {qid} tidak ditemukan.")
+        return queue_out(row)
+
+    @app.post("/antrian_ruangan", status_code=201, response_model=QueueOut)
+    async def register(request: Request,
+                       who: Annotated[Principal, Depends(require(PERM_CREATE))]) -> Any:
+        body = await _json_body(request, RegisterRequest, optional=False)
+        assert isinstance(body, RegisterRequest)
+        return await service.register_ticket(
+            state.pool, who, body, bpjs_service=settings.bpjs_service,
+            timezone=settings.clinic_timezone, request_id=request.state.request_id,
+        )
+
+    @app.post("/antrian_ruangan/terima/{queue_id}", response_model=QueueOut)
+    async def accept(queue_id: str, request: Request,
+                     who: Annotated[Principal, Depends(require(PERM_UPDATE))]) -> Any:
+        return await service.move_ticket(state.pool, who, parse_id(queue_id), "accept",
+                                         request_id=request.state.request_id)
+
+    @app.post("/antrian_ruangan/selesai/{queue_id}", response_model=QueueOut)
+    async def finish(queue_id: str, request: Request,
+                     who: Annotated[Principal, Depends(require(PERM_UPDATE))]) -> Any:
+        return await service.move_ticket(state.pool, who, parse_id(queue_id), "finish",
+                                         request_id=request.state.request_id)
+
+    app.state.resources = state
+    app.state.settings = settings
+    return app
+
+
+async def _json_body(request: Request, model: type[Any], *, optional: bool) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        if optional:
+            return model()
+        raise Problem(422, "invalid_request", "Body JSON wajib diisi.")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise Problem(415, "unsupported_media_type",
+                      f"Content-Type harus application/json, bukan {ctype or 'kosong'!r}.")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(422, "invalid_request", f"Body bukan JSON yang valid: {exc}") from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                           for e in exc.errors()[:5])
+        raise Problem(422, "invalid_request", detail) from exc
+
+
+async def _housekeeping(pool: asyncpg.Pool, settings: CancelApiSettings) -> None:
+    """Forget idempotency keys after their retention (at least 24 h) and old published rows."""
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                await repo.purge_idempotency_keys(conn, max(24, settings.idempotency_retention_hours))
+                await conn.execute("delete from outbox where published_at < now() - interval '7 days'")
+        except Exception as exc:  # noqa: BLE001 - housekeeping must never stop the API
+            log.warning("housekeeping_failed", error=repr(exc))
+        await asyncio.sleep(600)
+
+
+def create_app_from_env() -> FastAPI:
+    return create_app(CancelApiSettings())

@@ -1,0 +1,23 @@
+"""Settings of the cancel API (environment variables of CONTRACT.md §2 plus its own)."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from shared.config import BaseServiceSettings
+
+
+class CancelApiSettings(BaseServiceSettings):
+    http_host: str = Field("127.0.0.1", alias="HTTP_HOST")
+    port: int = Field(8000, alias="CANCEL_API_PORT")
+    workers: int = Field(1, alias="CANCEL_API_WORKERS")
+    bpjs_service: Literal["antreanrs", "antreanfktp"] = Field("antreanrs", alias="BPJS_SERVICE")
+    notifier_public_url: str = Field("ws://127.0.0.1:8001/ws", alias="NOTIFIER_PUBLIC_URL")
+    clinic_timezone: str = Field("Asia/Jakarta", alias="CLINIC_TIMEZONE")
+    # The relay runs inside the API process by default; `python -m services.cancel_api.relay`
+    # runs it alone (then set this to false on the API replicas).
+    outbox_relay_enabled: bool = Field(True, alias="OUTBOX_RELAY_ENABLED")
+    db_pool_min: int = Field(1, alias="DB_POOL_MIN")
+    db_pool_max: int = Field(20, alias="DB_POOL_MAX")
+    max_body_bytes: int = Field(16 * 1024, alias="MAX_BODY_BYTES")
+    idempotency_retention_hours: int = Field(48, alias="IDEMPOTENCY_RETENTION_HOURS")

@@ -1,0 +1,91 @@
+"""RFC 9457 problem details with a stable `code` and the Indonesian `title` the UI shows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.db import UNAVAILABLE_ERRORS
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+TITLES = {
+    "unauthenticated": "Sesi tidak valid, silakan masuk kembali",
+    "forbidden": "Anda tidak memiliki izin untuk tindakan ini",
+    "queue_not_found": "Antrean tidak ditemukan",
+    "invalid_request": "Permintaan tidak valid",
+    "idempotency_key_reused": "Idempotency-Key sudah dipakai untuk permintaan lain",
+    "payload_too_large": "Permintaan terlalu besar",
+    "unsupported_media_type": "Jenis konten tidak didukung",
+    "unavailable": "Layanan sedang tidak tersedia, silakan coba lagi",
+    "not_found": "Halaman tidak ditemukan",
+    "method_not_allowed": "Metode tidak diizinkan",
+    "internal_error": "Terjadi kesalahan pada sistem",
+}
+
+
+class Problem(Exception):
+    """An error answered as problem details; `title` defaults to the code's Indonesian title."""
+
+    def __init__(self, status: int, code: str, detail: str, title: str | None = None,
+                 **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.title = title or TITLES.get(code, code)
+        self.extra = extra
+
+
+def problem_response(p: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {
+        "type": f"https://antrean.local/problems/{p.code.replace('_', '-')}",
+        "title": p.title,
+        "status": p.status,
+        "detail": p.detail,
+        "code": p.code,
+        **p.extra,
+    }
+    return JSONResponse(body, status_code=p.status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return problem_response(exc, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        detail = "; ".join(
+            f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in errs[:5]
+        )
+        return problem_response(Problem(422, "invalid_request", detail or "permintaan tidak valid"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        return problem_response(Problem(exc.status_code, code, str(exc.detail)))
+
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _unavailable)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", error=repr(exc))
+        return problem_response(Problem(500, "internal_error", "kesalahan tak terduga"))
+
+
+async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database_unavailable", error=repr(exc))
+    return problem_response(
+        Problem(503, "unavailable", "Basis data tidak dapat dihubungi."), {"Retry-After": "2"}
+    )

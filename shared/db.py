@@ -1,0 +1,77 @@
+"""PostgreSQL helpers: the asyncpg pool and the migration runner (plain SQL files, in order)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_MIGRATION_LOCK = 0x616E7472  # advisory lock id: replicas starting together migrate once
+
+# Errors that mean "the database is not reachable right now" (-> HTTP 503 `unavailable`).
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InterfaceError,
+)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+        command_timeout=30, timeout=5,
+    )
+    assert pool is not None
+    return pool
+
+
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
+    return sorted(p for p in directory.glob("*.sql") if p.name[:4].isdigit())
+
+
+async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply the migrations not yet recorded in `schema_migrations`; return their names."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    applied: list[str] = []
+    try:
+        await conn.execute("select pg_advisory_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "create table if not exists schema_migrations ("
+            " name text primary key, checksum text not null,"
+            " applied_at timestamptz not null default now())"
+        )
+        done = {r["name"]: r["checksum"] for r in await conn.fetch("select * from schema_migrations")}
+        for path in migration_files(directory):
+            sql = path.read_text()
+            checksum = hashlib.sha256(sql.encode()).hexdigest()
+            if path.name in done:
+                if done[path.name] != checksum:
+                    raise RuntimeError(f"migration {path.name} changed after it was applied")
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "insert into schema_migrations (name, checksum) values ($1, $2)",
+                    path.name, checksum,
+                )
+            applied.append(path.name)
+    finally:
+        await conn.execute("select pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await conn.close()
+    return applied

@@ -1,0 +1,76 @@
+"""Event payloads (`data`) of QueueCancelled, BpjsSynced and BpjsSyncFailed, schema version 1."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+TOPIC_QUEUE_CANCELLED = "queue-cancelled"
+TOPIC_BPJS_SYNCED = "bpjs-synced"
+TOPIC_BPJS_SYNC_FAILED = "bpjs-sync-failed"
+
+ReasonCode = Literal["no_show", "re_registration", "data_error", "other"]
+Payer = Literal["BPJS", "UMUM", "ASURANSI"]
+
+
+class _Wire(BaseModel):
+    # Frozen, and tolerant of fields added by newer producers (adding an optional field keeps
+    # the schema version).
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class CancelledBy(_Wire):
+    user_id: str
+    name: str
+
+
+class QueueCancelledData(_Wire):
+    queue_id: int
+    clinic_id: str
+    room_id: str
+    ticket_number: str
+    payer: Payer
+    bpjs: dict[str, str] | None
+    reason_code: ReasonCode | None
+    reason_text: str | None
+    cancelled_by: CancelledBy
+    cancelled_at: datetime
+
+
+class BpjsSyncedData(_Wire):
+    queue_id: int
+    clinic_id: str
+    ticket_number: str
+    cancelled_by: CancelledBy
+    cancel_event_id: str
+    attempts: int
+    bpjs_code: int | None
+    bpjs_message: str | None
+    synced_at: datetime
+    recovered: bool = False
+
+
+class BpjsSyncFailedData(_Wire):
+    queue_id: int
+    clinic_id: str
+    ticket_number: str
+    cancelled_by: CancelledBy
+    cancel_event_id: str
+    attempts: int
+    error_kind: Literal["rejected", "unreachable"]
+    bpjs_code: int | None
+    error: str
+    will_retry: bool
+    failed_at: datetime
+
+
+EventData = QueueCancelledData | BpjsSyncedData | BpjsSyncFailedData
+
+# type -> (topic, data model, current schema version)
+EVENT_TYPES: dict[str, tuple[str, type[EventData], int]] = {
+    "QueueCancelled": (TOPIC_QUEUE_CANCELLED, QueueCancelledData, 1),
+    "BpjsSynced": (TOPIC_BPJS_SYNCED, BpjsSyncedData, 1),
+    "BpjsSyncFailed": (TOPIC_BPJS_SYNC_FAILED, BpjsSyncFailedData, 1),
+}

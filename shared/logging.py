@@ -1,0 +1,77 @@
+"""Structured logging: JSON lines when not on a terminal, and never a secret in any line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEY = re.compile(
+    r"(secret|password|passwd|token|signature|user_key|authorization|cookie|dsn|database_url)",
+    re.IGNORECASE,
+)
+# user:password@ in URLs/DSNs, and bearer tokens inside free text.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
+_BEARER = re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+REDACTED = "***"
+
+
+def scrub_text(text: str) -> str:
+    return _BEARER.sub(r"\1" + REDACTED, _URL_PASSWORD.sub(r"\1" + REDACTED + r"\3", text))
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: hides values of secret-looking keys and passwords inside text."""
+    for key, value in list(event_dict.items()):
+        if _SECRET_KEY.search(key):
+            event_dict[key] = REDACTED
+        elif isinstance(value, str):
+            event_dict[key] = scrub_text(value)
+        elif hasattr(value, "get_secret_value"):
+            event_dict[key] = REDACTED
+    return event_dict
+
+
+def configure_logging(service: str, level: str = "INFO", *, json: bool | None = None) -> None:
+    """Route structlog and stdlib logging through one redacting renderer."""
+    use_json = (not sys.stderr.isatty()) if json is None else json
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_secrets,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=shared,
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    structlog.contextvars.bind_contextvars(service=service)
+    for noisy in ("aiokafka", "kafka", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

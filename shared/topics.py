@@ -1,0 +1,18 @@
+"""`python -m shared.topics`: create the contract's Kafka topics (idempotent)."""
+
+import asyncio
+
+from shared.config import BaseServiceSettings
+from shared.events import TOPIC_BPJS_SYNC_FAILED, TOPIC_BPJS_SYNCED, TOPIC_QUEUE_CANCELLED
+from shared.kafka import ensure_topics
+
+
+def main() -> None:
+    s = BaseServiceSettings()
+    names = [s.topic(t) for t in (TOPIC_QUEUE_CANCELLED, TOPIC_BPJS_SYNCED, TOPIC_BPJS_SYNC_FAILED)]
+    asyncio.run(ensure_topics(s.kafka_bootstrap_servers, names))
+    print("kafka topics ready: " + ", ".join(names))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""Root conftest: registers the infrastructure fixtures."""
+
+pytest_plugins = [
+    "tests.fixtures.infra",
+    "tests.fixtures.processes",
+    "tests.fixtures.api",
+]
