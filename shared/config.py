@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-not-for-production"  # noqa: S105 - printed by make up
@@ -30,6 +30,12 @@ class BaseServiceSettings(BaseSettings):
     auth_audience: str | None = Field(None, alias="AUTH_AUDIENCE")
     auth_issuer: str | None = Field(None, alias="AUTH_ISSUER")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
+
+    @field_validator("auth_jwt_secret", "auth_jwks_url", "auth_audience", "auth_issuer", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `AUTH_ISSUER=` in an .env file means "not set", not "must equal the empty string".
+        return None if value == "" else value
 
     @property
     def is_dev(self) -> bool:

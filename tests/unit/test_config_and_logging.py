@@ -47,3 +47,9 @@ def test_json_logs_redact_secret_fields_and_passwords_in_text():
     assert line["event"] == "connecting" and line["service"] == "test"
     for secret in ("hunter2", "abc123", "s3cret", "eyJhbGciOi"):
         assert secret not in text
+
+
+def test_empty_optional_auth_settings_mean_unset():
+    s = BaseServiceSettings(AUTH_ISSUER="", AUTH_AUDIENCE="", AUTH_JWKS_URL="")
+    assert (s.auth_issuer, s.auth_audience, s.auth_jwks_url) == (None, None, None)
+    assert s.jwt_secret  # HS256 stays on in dev when the JWKS URL is empty

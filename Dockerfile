@@ -1,0 +1,59 @@
+# syntax=docker/dockerfile:1
+# One image for every service of the project (CONTRACT.md §1). Each compose service picks its
+# process with `command: python -m services.<name>`; migrations run as `python -m shared.migrate`.
+
+# ---- builder: resolve and build every wheel (the project and its pinned dependencies) ----------
+FROM python:3.11-slim AS builder
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+# A compiler only for a dependency that has no wheel for this platform; it stays in this stage.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+COPY pyproject.toml ./
+COPY services/ services/
+COPY shared/ shared/
+
+# The build backend's wheels go along so the final stage installs `.` without any index.
+RUN pip wheel --wheel-dir /wheels . "setuptools>=68" wheel
+
+# ---- final: the runtime image -------------------------------------------------------------------
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin app \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/antrean
+
+# The only writable place for the service user: faust's state directory (by default faust would
+# create `<app>-data` in the read-only /app). `{conf.name}` is expanded by faust.
+ENV FAUST_DATADIR=/var/lib/antrean/{conf.name}-data
+
+WORKDIR /app
+
+COPY pyproject.toml ./
+COPY services/ services/
+COPY shared/ shared/
+COPY migrations/ migrations/
+
+# Install the project from the builder's wheels only (no network, no compiler in this stage).
+# The sources stay in /app: `python -m` runs from here and shared.db finds /app/migrations.
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels . \
+    && rm -rf build ./*.egg-info
+
+# Code and migrations are owned by root and read-only for the service user.
+USER 10001:10001
+
+# cancel API 8000, notifier 8001, BPJS sync worker (health/metrics) 6066, simulator (dev) 8090
+EXPOSE 8000 8001 6066 8090
+
+CMD ["python", "-m", "services.cancel_api"]

@@ -1,0 +1,1 @@
+"""End-to-end tests: service processes against real PostgreSQL and Kafka."""
