@@ -4,4 +4,6 @@ pytest_plugins = [
     "tests.fixtures.infra",
     "tests.fixtures.processes",
     "tests.fixtures.api",
+    "tests.fixtures.bpjs_sim",
+    "tests.fixtures.worker",
 ]

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from services.cancel_api import repository as repo
+from services.cancel_api.admin import admin_router
 from services.cancel_api import service
 from services.cancel_api.config import CancelApiSettings
 from services.cancel_api.errors import Problem, install_handlers
@@ -168,6 +169,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         return await service.move_ticket(state.pool, who, parse_id(queue_id), "finish",
                                          request_id=request.state.request_id)
 
+    app.include_router(admin_router(lambda: state.pool, require, parse_id, _json_body))
     app.state.resources = state
     app.state.settings = settings
     return app

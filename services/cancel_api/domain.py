@@ -8,14 +8,6 @@ from dataclasses import dataclass
 STATUSES = ("waiting", "called", "accepted", "done", "cancelled")
 REASON_CODES = ("no_show", "re_registration", "data_error", "other")
 
-# Indonesian text sent to BPJS as `keterangan`/`alasan` when staff gave no free text.
-REASON_TEXT_ID = {
-    "no_show": "Pasien tidak hadir",
-    "re_registration": "Pasien mendaftar ulang",
-    "data_error": "Kesalahan data pendaftaran",
-    "other": "Dibatalkan oleh petugas",
-}
-
 TITLE_CANNOT_CANCEL = "Tidak dapat membatalkan antrean"
 MESSAGE_CANCELLED = "Antrean berhasil dibatalkan"
 

@@ -1,0 +1,1 @@
+"""The project's services, each started with `python -m services.<name>`."""

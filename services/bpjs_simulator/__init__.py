@@ -1,0 +1,1 @@
+"""Fake BPJS Antrean gateway for dev and tests: verifies signatures, keeps state, injects faults."""

@@ -1,0 +1,32 @@
+"""`python -m services.bpjs_simulator`: serve the fake BPJS gateway with uvicorn."""
+
+import logging
+import sys
+
+import uvicorn
+
+from services.bpjs_simulator.app import create_app
+from services.bpjs_simulator.config import SimulatorSettings
+
+
+def main() -> None:
+    settings = SimulatorSettings()
+    if settings.app_env == "production":
+        sys.exit("the BPJS simulator is for dev and tests only: refusing APP_ENV=production")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        # A request held by the "hang" fault must not delay shutdown.
+        timeout_graceful_shutdown=2,
+    )
+
+
+if __name__ == "__main__":
+    main()

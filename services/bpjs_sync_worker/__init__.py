@@ -1,0 +1,1 @@
+"""BPJS sync worker: consumes QueueCancelled, syncs BPJS cancellations, emits the outcome."""

@@ -1,0 +1,209 @@
+"""The bounded pool that works sync jobs: lease due jobs, call BPJS, store outcome and event."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiolimiter import AsyncLimiter
+from prometheus_client import Counter, Gauge
+
+from services.bpjs_sync_worker import jobs
+from services.bpjs_sync_worker.breaker import CircuitBreaker
+from services.bpjs_sync_worker.config import WorkerSettings
+from services.bpjs_sync_worker.policy import RetryPolicy, Verdict, decide
+from services.bpjs_sync_worker.syncer import AttemptResult, Syncer
+from shared.bpjs import BpjsClient, Outcome, OutcomeKind
+from shared.events import (
+    TOPIC_BPJS_SYNC_FAILED,
+    TOPIC_BPJS_SYNCED,
+    BpjsSyncedData,
+    BpjsSyncFailedData,
+    CancelledBy,
+    CloudEvent,
+    new_event,
+)
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+SOURCE = "/antrean/bpjs-sync-worker"
+HELD = "BPJS sedang tidak dapat dihubungi (panggilan ditahan circuit breaker)"
+
+ATTEMPTS = Counter("bpjs_sync_attempts_total", "Sync attempts by outcome", ["outcome"])
+RESULTS = Counter("bpjs_sync_results_total", "Result events emitted", ["type", "error_kind"])
+IN_FLIGHT = Gauge("bpjs_sync_in_flight", "Sync attempts in flight")
+PENDING = Gauge("bpjs_sync_jobs_pending", "Jobs not yet synced that will be retried")
+OLDEST = Gauge("bpjs_sync_oldest_pending_age_seconds", "Age of the oldest unsynced job")
+BREAKER = Gauge("bpjs_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open")
+
+
+class JobPool:
+    def __init__(self, pool: asyncpg.Pool, client: BpjsClient, settings: WorkerSettings) -> None:
+        self.db = pool
+        self.settings = settings
+        self.syncer = Syncer(client, send_task99=settings.bpjs_send_task99)
+        self.owner = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.policy = RetryPolicy(settings.first_phase_s, settings.backoff_base_s,
+                                  settings.max_interval_s, settings.horizon_s)
+        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s,
+                                      settings.breaker_max_cooldown_s)
+        self.limiter = AsyncLimiter(settings.rate_per_s, 1.0)
+        self.wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._listener: asyncpg.Connection | None = None
+        self.synced_topic = settings.topic(TOPIC_BPJS_SYNCED)
+        self.failed_topic = settings.topic(TOPIC_BPJS_SYNC_FAILED)
+
+    async def run(self) -> None:
+        """Until stop(): warn overdue jobs, start due ones within the limits, wait for a wake-up."""
+        if self.settings.worker_id:
+            async with self.db.acquire() as conn:
+                freed = await jobs.release_own_leases(conn, self.owner)
+            log.info("own_leases_released", count=freed, owner=self.owner)
+        while not self._stopping.is_set():
+            try:
+                await self._listen()
+                await self._warn_overdue()
+                await self._start_due()
+                await self._gauges()
+            except Exception as exc:  # noqa: BLE001 - the database may be away: try again soon
+                log.warning("pool_cycle_failed", error=repr(exc))
+                self._listener = None
+            try:
+                await asyncio.wait_for(self.wake.wait(), 0.5)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+
+    async def stop(self) -> None:
+        """Stop claiming and let the calls in flight finish (graceful SIGTERM)."""
+        self._stopping.set()
+        self.wake.set()
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _listen(self) -> None:
+        if self._listener is None or self._listener.is_closed():
+            conn = await asyncpg.connect(self.settings.database_url.get_secret_value())
+            await conn.add_listener("bpjs_job", lambda *_: self.wake.set())
+            self._listener = conn
+
+    async def _start_due(self) -> None:
+        free = self.settings.max_in_flight - len(self._running)
+        allowed = self.breaker.capacity(free)
+        BREAKER.set(int(self.breaker.state))
+        if allowed <= 0:
+            return
+        async with self.db.acquire() as conn:
+            claimed = await jobs.claim_due(conn, self.owner, allowed, self.settings.lease_s)
+        for job in claimed:
+            self.breaker.started()
+            task = asyncio.create_task(self._work(job))
+            self._running.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        IN_FLIGHT.set(len(self._running))
+        self.wake.set()
+
+    async def _work(self, job: asyncpg.Record) -> None:
+        IN_FLIGHT.set(len(self._running))
+        try:
+            async with self.limiter:
+                result = await self.syncer.attempt(
+                    job, self.settings.credentials_default(), lambda: self._cancel_done(job)
+                )
+            self.breaker.record(result.transport_healthy)
+            ATTEMPTS.labels(result.outcome.kind.value).inc()
+            await self._store(job, result)
+        except Exception as exc:  # noqa: BLE001 - never lose a job: its lease expires, it reruns
+            log.exception("sync_attempt_crashed", queue_id=job["queue_id"], error=repr(exc))
+
+    async def _cancel_done(self, job: asyncpg.Record) -> None:
+        async with self.db.acquire() as conn:
+            await jobs.mark_cancel_done(conn, job["queue_id"])
+
+    async def _store(self, job: asyncpg.Record, result: AttemptResult) -> None:
+        o = result.outcome
+        async with self.db.acquire() as conn, conn.transaction():
+            # Re-read under lock: the warning sweeper may have warned while the call ran.
+            current = await jobs.lock_leased(conn, job["queue_id"], self.owner)
+            if current is None:
+                log.info("sync_attempt_discarded", queue_id=job["queue_id"], outcome=o.kind.value)
+                return  # resolved by an admin meanwhile, or the lease expired and moved on
+            now = datetime.now(UTC)
+            attempts = current["attempts"] + 1
+            warned = bool(current["warned"])
+            d = decide(o.kind, now=now, attempts=attempts, warned=warned,
+                       first_phase_until=current["first_phase_until"],
+                       horizon_at=current["horizon_at"], policy=self.policy)
+            event: tuple[str, CloudEvent] | None = None
+            status, will_retry = ("failed" if warned else "pending"), True
+            if d.verdict is Verdict.SYNCED:
+                status, will_retry = "synced", False
+                event = (self.synced_topic, self._synced(current, attempts, o, now))
+            elif d.verdict is Verdict.WARN_AND_RETRY:
+                status, warned = "failed", True
+                event = (self.failed_topic, self._failed(current, attempts, "unreachable", o,
+                                                         True, now))
+            elif d.verdict is not Verdict.RETRY:
+                status, will_retry, warned = "failed", False, True
+                kind = "rejected" if d.verdict is Verdict.REJECTED else "unreachable"
+                event = (self.failed_topic, self._failed(current, attempts, kind, o, False, now))
+            synced = status == "synced"
+            await jobs.save_attempt(
+                conn, job["queue_id"], status=status, will_retry=will_retry, warned=warned,
+                next_attempt_at=d.next_attempt_at, error=None if synced else o.detail or o.message,
+                error_kind=None if synced else o.kind.value, bpjs_code=o.code,
+                bpjs_message=o.message or None, task99_done=result.task99_done, result=event,
+            )
+        if event is not None:
+            RESULTS.labels(event[1].type, event[1].data.get("error_kind", "")).inc()
+        log.info("sync_attempt", queue_id=job["queue_id"], attempts=attempts, outcome=o.kind.value,
+                 verdict=d.verdict.value, code=o.code)
+
+    async def _warn_overdue(self) -> None:
+        """Warnings go out on time even while the breaker holds every call."""
+        now = datetime.now(UTC)
+        async with self.db.acquire() as conn, conn.transaction():
+            for job in await jobs.warn_overdue(conn):
+                outcome = Outcome(OutcomeKind.RETRYABLE, job["last_bpjs_code"],
+                                  job["last_bpjs_message"] or "", job["last_error"] or HELD)
+                event = self._failed(job, job["attempts"], "unreachable", outcome, True, now)
+                await jobs.mark_warned(conn, job["queue_id"], self.failed_topic, event)
+                RESULTS.labels("BpjsSyncFailed", "unreachable").inc()
+
+    async def _gauges(self) -> None:
+        async with self.db.acquire() as conn:
+            s = await jobs.stats(conn)
+        PENDING.set(s["pending"])
+        OLDEST.set(s["oldest_s"])
+
+    def _ids(self, job: Any) -> dict[str, Any]:
+        data = job["event_data"]
+        return {
+            "queue_id": job["queue_id"], "clinic_id": job["clinic_id"],
+            "ticket_number": job["ticket_number"],
+            "cancelled_by": CancelledBy.model_validate(data["cancelled_by"]),
+            "cancel_event_id": str(job["cancel_event_id"]),
+        }
+
+    def _synced(self, job: Any, attempts: int, o: Outcome, now: datetime) -> CloudEvent:
+        data = BpjsSyncedData(**self._ids(job), attempts=attempts, bpjs_code=o.code,
+                              bpjs_message=o.message or None, synced_at=now,
+                              recovered=bool(job["warned"]))
+        return new_event(data, source=SOURCE)
+
+    def _failed(self, job: Any, attempts: int, kind: str, outcome: Outcome, will_retry: bool,
+                now: datetime) -> CloudEvent:
+        data = BpjsSyncFailedData(**self._ids(job), attempts=attempts, error_kind=kind,
+                                  bpjs_code=outcome.code, error=outcome.detail or outcome.message
+                                  or "BPJS tidak dapat dihubungi", will_retry=will_retry,
+                                  failed_at=now)
+        return new_event(data, source=SOURCE)

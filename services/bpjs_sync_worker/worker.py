@@ -1,0 +1,197 @@
+"""faust app wiring: a thin agent records a durable job per QueueCancelled; a pool works them.
+
+The agent runs with concurrency 1 (faust issue #606) and never lets an exception escape (faust
+would ack and skip the message): it only returns once the job is in PostgreSQL (or the message
+is recorded as a dead letter), so an acked offset always has its job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import faust
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+from services.bpjs_sync_worker import jobs
+from services.bpjs_sync_worker.config import WorkerSettings
+from services.bpjs_sync_worker.pool import JobPool
+from shared.bpjs import BpjsClient
+from shared.db import create_pool
+from shared.events import TOPIC_QUEUE_CANCELLED, QueueCancelledData, decode_event
+from shared.events.envelope import UnknownEventError
+from shared.kafka import kafka_reachable
+from shared.logging import get_logger
+from shared.outbox import OutboxRelay
+
+log = get_logger(__name__)
+RECEIVED = Counter("bpjs_worker_events_total", "QueueCancelled events by handling", ["handling"])
+
+
+class Runtime:
+    """Resources created when the worker starts (not at import time)."""
+
+    db: asyncpg.Pool | None = None
+    pool: JobPool | None = None
+    client: BpjsClient | None = None
+    task: asyncio.Task[None] | None = None
+    relay: OutboxRelay | None = None
+    relay_task: asyncio.Task[None] | None = None
+
+
+def create_worker(settings: WorkerSettings) -> faust.App:
+    # The app id is the Kafka consumer group: every worker process of a deployment shares it.
+    app = faust.App(
+        settings.consumer_group,
+        broker=[f"kafka://{h}" for h in settings.kafka_bootstrap_servers.split(",")],
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=4,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_port=settings.port,
+        web_bind=settings.http_host,
+        web_in_thread=False,
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        datadir=f"/tmp/faust-{settings.consumer_group}",  # noqa: S108 - memory store only
+    )
+    rt = Runtime()
+    topic = app.topic(settings.topic(TOPIC_QUEUE_CANCELLED), value_type=bytes, key_type=bytes)
+
+    @app.agent(topic, concurrency=1)
+    async def queue_cancelled(stream: Any) -> None:
+        async for event in stream.events():
+            await _handle(rt, settings, event)
+
+
+    @app.task
+    async def start_pool() -> None:
+        rt.db = await _connect(settings)
+        rt.client = BpjsClient(
+            settings.base_url, service=settings.bpjs_service,
+            content_type=settings.bpjs_content_type,
+            connect_timeout=settings.bpjs_connect_timeout_s,
+            read_timeout=settings.bpjs_read_timeout_s,
+            max_connections=settings.max_in_flight,
+        )
+        rt.pool = JobPool(rt.db, rt.client, settings)
+        rt.task = asyncio.create_task(rt.pool.run())
+        # Result events leave through the outbox; this relay (and the API's) publishes them.
+        rt.relay = OutboxRelay(rt.db, settings.kafka_bootstrap_servers)
+        rt.relay_task = asyncio.create_task(rt.relay.run())
+        log.info("job_pool_started", owner=rt.pool.owner, in_flight=settings.max_in_flight)
+
+    @app.on_before_shutdown.connect
+    async def _shutdown(_: Any, **__: Any) -> None:
+        if rt.pool is not None:
+            await rt.pool.stop()  # let in-flight BPJS calls finish and store their outcome
+        if rt.task is not None:
+            await asyncio.gather(rt.task, return_exceptions=True)
+        if rt.relay is not None and rt.relay_task is not None:
+            rt.relay.stop()  # after the pool: the last results are still published
+            await asyncio.gather(rt.relay_task, return_exceptions=True)
+        if rt.client is not None:
+            await rt.client.aclose()
+        if rt.db is not None:
+            await rt.db.close()
+        log.info("worker_stopped")
+
+    _pages(app, rt, settings)
+    return app
+
+
+async def _connect(settings: WorkerSettings) -> asyncpg.Pool:
+    delay = 0.5
+    while True:
+        try:
+            return await create_pool(settings.database_url.get_secret_value(), min_size=1,
+                                     max_size=settings.max_in_flight + 4)
+        except Exception as exc:  # noqa: BLE001 - the database may start after us
+            log.warning("database_unreachable", error=repr(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+
+
+async def _handle(rt: Runtime, settings: WorkerSettings, event: Any) -> None:
+    """Record the job (or a dead letter); retries forever on database errors, never raises."""
+    message = event.message
+    delay = 0.2
+    while True:
+        try:
+            while rt.db is None:
+                await asyncio.sleep(0.1)
+            await _record(rt, settings, message)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - retried here: an escape would skip the message
+            log.warning("job_record_failed", error=repr(exc), offset=message.offset,
+                        retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+
+
+async def _record(rt: Runtime, settings: WorkerSettings, message: Any) -> None:
+    assert rt.db is not None
+    try:
+        cloud = decode_event(message.value)
+        data = cloud.payload()
+        assert isinstance(data, QueueCancelledData)
+    except (UnknownEventError, AssertionError) as exc:
+        async with rt.db.acquire() as conn:
+            await jobs.record_dead_letter(conn, settings.consumer_group, message.topic,
+                                          message.partition, message.offset, message.key,
+                                          message.value, str(exc))
+        RECEIVED.labels("dead_letter").inc()
+        log.error("undecodable_event", topic=message.topic, offset=message.offset, error=str(exc))
+        return
+    if data.payer != "BPJS":
+        RECEIVED.labels("not_bpjs").inc()
+        return
+    try:
+        async with rt.db.acquire() as conn:
+            created = await jobs.record_job(
+                conn, cloud, data, service=settings.bpjs_service,
+                first_phase_s=settings.first_phase_s, horizon_s=settings.horizon_s,
+            )
+    except asyncpg.ForeignKeyViolationError as exc:
+        async with rt.db.acquire() as conn:
+            await jobs.record_dead_letter(conn, settings.consumer_group, message.topic,
+                                          message.partition, message.offset, message.key,
+                                          message.value, f"unknown queue ticket: {exc}")
+        RECEIVED.labels("dead_letter").inc()
+        return
+    RECEIVED.labels("recorded" if created else "duplicate").inc()
+    if created and rt.pool is not None:
+        rt.pool.wake.set()
+
+
+def _pages(app: faust.App, rt: Runtime, settings: WorkerSettings) -> None:
+    @app.page("/healthz")
+    async def healthz(_: Any, __: Any) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(_: Any, __: Any) -> web.Response:
+        db_ok = False
+        if rt.db is not None:
+            try:
+                async with rt.db.acquire(timeout=2) as conn:
+                    db_ok = bool(await conn.fetchval("select 1"))
+            except Exception:  # noqa: BLE001 - not ready
+                db_ok = False
+        kafka_ok = await kafka_reachable(settings.kafka_bootstrap_servers)
+        pool_ok = rt.task is not None and not rt.task.done()
+        checks = {"database": db_ok, "kafka": kafka_ok, "job_pool": pool_ok}
+        ok = all(checks.values())
+        return web.json_response({"status": "ready" if ok else "not_ready", "checks": checks},
+                                 status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics(_: Any, __: Any) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
