@@ -15,7 +15,7 @@ async def main(bootstrap: str, deadline_s: float) -> int:
             await admin.start()
             await admin.list_topics()
             return 0
-        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        except Exception:
             await asyncio.sleep(0.5)
         finally:
             await admin.close()

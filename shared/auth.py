@@ -59,7 +59,7 @@ class TokenVerifier:
 
     def _decode(self, token: str) -> dict[str, Any]:
         # aud/iss are checked only when configured (CONTRACT.md §2); exp is always required.
-        options: dict[str, Any] = {"require": ["exp", "sub"], "verify_aud": bool(self._audience)}
+        options: Any = {"require": ["exp", "sub"], "verify_aud": bool(self._audience)}
         common: dict[str, Any] = {"audience": self._audience, "issuer": self._issuer}
         if self._jwks is not None:
             key = self._jwks.get_signing_key_from_jwt(token).key

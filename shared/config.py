@@ -31,7 +31,9 @@ class BaseServiceSettings(BaseSettings):
     auth_issuer: str | None = Field(None, alias="AUTH_ISSUER")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
 
-    @field_validator("auth_jwt_secret", "auth_jwks_url", "auth_audience", "auth_issuer", mode="before")
+    @field_validator(
+        "auth_jwt_secret", "auth_jwks_url", "auth_audience", "auth_issuer", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `AUTH_ISSUER=` in an .env file means "not set", not "must equal the empty string".

@@ -13,7 +13,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _MIGRATION_LOCK = 0x616E7472  # advisory lock id: replicas starting together migrate once
 
 # Errors that mean "the database is not reachable right now" (-> HTTP 503 `unavailable`).
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.exceptions.CannotConnectNowError,
@@ -27,15 +27,21 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(
-            typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+            typ,
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
             schema="pg_catalog",
         )
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-        command_timeout=30, timeout=5,
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+        timeout=5,
     )
     assert pool is not None
     return pool
@@ -56,7 +62,9 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
             " name text primary key, checksum text not null,"
             " applied_at timestamptz not null default now())"
         )
-        done = {r["name"]: r["checksum"] for r in await conn.fetch("select * from schema_migrations")}
+        done = {
+            r["name"]: r["checksum"] for r in await conn.fetch("select * from schema_migrations")
+        }
         for path in migration_files(directory):
             sql = path.read_text()
             checksum = hashlib.sha256(sql.encode()).hexdigest()
@@ -68,7 +76,8 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                 await conn.execute(sql)
                 await conn.execute(
                     "insert into schema_migrations (name, checksum) values ($1, $2)",
-                    path.name, checksum,
+                    path.name,
+                    checksum,
                 )
             applied.append(path.name)
     finally:

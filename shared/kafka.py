@@ -11,7 +11,9 @@ from aiokafka.errors import TopicAlreadyExistsError
 from shared.events import CloudEvent, encode_event
 
 
-def make_producer(bootstrap: str, *, linger_ms: int = 2, client_id: str = "antrean") -> AIOKafkaProducer:
+def make_producer(
+    bootstrap: str, *, linger_ms: int = 2, client_id: str = "antrean"
+) -> AIOKafkaProducer:
     """Idempotent producer (acks=all, no duplicates on internal retries, order kept per key)."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -74,7 +76,7 @@ async def kafka_reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
         await admin.start()
         await admin.list_topics()
         return True
-    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+    except Exception:
         return False
     finally:
         await admin.close()

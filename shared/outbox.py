@@ -50,7 +50,11 @@ async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: CloudEvent)
     await conn.execute(
         "insert into outbox (event_id, topic, kafka_key, event_type, payload)"
         " values ($1, $2, $3, $4, $5)",
-        event.id, topic, str(event.data["queue_id"]), event.type, encode_event(event),
+        event.id,
+        topic,
+        str(event.data["queue_id"]),
+        event.type,
+        encode_event(event),
     )
 
 
@@ -91,7 +95,7 @@ class OutboxRelay:
                     await self._wait(self._poll)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - Kafka or DB away: back off, rows stay
+            except Exception as exc:
                 self.kafka_ok = False
                 OUTBOX_ERRORS.inc()
                 log.warning("outbox_publish_failed", error=repr(exc), retry_in_s=round(backoff, 2))
@@ -112,7 +116,8 @@ class OutboxRelay:
             if rows:
                 await self._send_all(rows)
                 await conn.execute(
-                    "update outbox set published_at = clock_timestamp() where id = any($1::bigint[])",
+                    "update outbox set published_at = clock_timestamp()"
+                    " where id = any($1::bigint[])",
                     [r["id"] for r in rows],
                 )
         await self._update_gauges()
@@ -133,7 +138,8 @@ class OutboxRelay:
     async def _update_gauges(self) -> None:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                "select count(*) as n, min(created_at) as oldest from outbox where published_at is null"
+                "select count(*) as n, min(created_at) as oldest from outbox"
+                " where published_at is null"
             )
         assert row is not None
         OUTBOX_PENDING.set(row["n"])
@@ -164,14 +170,14 @@ class OutboxRelay:
         if self._producer is not None:
             try:
                 await self._producer.stop()
-            except Exception:  # noqa: BLE001, S110 - a broken producer is replaced anyway
+            except Exception:  # noqa: S110 - a broken producer is replaced anyway
                 pass
             self._producer = None
         if self._listener is not None:
             try:
                 await self._listener.remove_listener(OUTBOX_CHANNEL, self._on_notify)
                 await self._pool.release(self._listener)
-            except Exception:  # noqa: BLE001, S110
+            except Exception:  # noqa: S110
                 pass
             self._listener = None
 

@@ -13,11 +13,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
-async def run_checks(checks: Mapping[str, ReadinessCheck], timeout_s: float = 3.0) -> dict[str, bool]:
+async def run_checks(
+    checks: Mapping[str, ReadinessCheck], timeout_s: float = 3.0
+) -> dict[str, bool]:
     async def one(check: ReadinessCheck) -> bool:
         try:
             return await asyncio.wait_for(check(), timeout_s)
-        except Exception:  # noqa: BLE001 - a failing check is simply "not ready"
+        except Exception:
             return False
 
     results = await asyncio.gather(*(one(c) for c in checks.values()))
@@ -50,7 +52,9 @@ def ops_router(
     return router
 
 
-def stop_on_signals(stop: asyncio.Event, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+def stop_on_signals(
+    stop: asyncio.Event, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
+) -> None:
     """Set `stop` on SIGTERM/SIGINT so a process can finish in-flight work and exit cleanly."""
     loop = asyncio.get_running_loop()
     for sig in signals:

@@ -20,8 +20,13 @@ class CircuitBreaker:
     from a healthy BPJS and closes the breaker like a success.
     """
 
-    def __init__(self, threshold: int, cooldown_s: float, max_cooldown_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        threshold: int,
+        cooldown_s: float,
+        max_cooldown_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.threshold = threshold
         self.base_cooldown = cooldown_s
         self.max_cooldown = max_cooldown_s

@@ -46,5 +46,10 @@ class WorkerSettings(BaseServiceSettings):
         return BpjsCredentials(self.bpjs_cons_id, self.bpjs_secret_key, self.bpjs_user_key)
 
     def required_secrets(self) -> list[str]:
-        return [*super().required_secrets(), "BPJS_BASE_URL", "BPJS_CONS_ID",
-                "BPJS_SECRET_KEY", "BPJS_USER_KEY"]
+        return [
+            *super().required_secrets(),
+            "BPJS_BASE_URL",
+            "BPJS_CONS_ID",
+            "BPJS_SECRET_KEY",
+            "BPJS_USER_KEY",
+        ]

@@ -11,8 +11,15 @@ from shared.events import CloudEvent, QueueCancelledData
 from shared.outbox import add_to_outbox
 
 
-async def record_job(conn: asyncpg.Connection, event: CloudEvent, data: QueueCancelledData, *,
-                     service: str, first_phase_s: float, horizon_s: float) -> bool:
+async def record_job(
+    conn: asyncpg.Connection,
+    event: CloudEvent,
+    data: QueueCancelledData,
+    *,
+    service: str,
+    first_phase_s: float,
+    horizon_s: float,
+) -> bool:
     """Insert the job of a QueueCancelled event; False when it exists (a duplicate delivery)."""
     status = await conn.execute(
         "insert into bpjs_sync_job (queue_id, cancel_event_id, clinic_id, ticket_number, service,"
@@ -20,27 +27,38 @@ async def record_job(conn: asyncpg.Connection, event: CloudEvent, data: QueueCan
         " values ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7),"
         "         now() + make_interval(secs => $8))"
         " on conflict do nothing",
-        data.queue_id, event.id, data.clinic_id, data.ticket_number, service,
-        data.model_dump(mode="json"), first_phase_s, horizon_s,
+        data.queue_id,
+        event.id,
+        data.clinic_id,
+        data.ticket_number,
+        service,
+        data.model_dump(mode="json"),
+        first_phase_s,
+        horizon_s,
     )
-    return status.endswith(" 1")
+    return str(status).endswith(" 1")
 
 
-async def claim_due(conn: asyncpg.Connection, owner: str, limit: int,
-                    lease_s: float) -> list[asyncpg.Record]:
+async def claim_due(
+    conn: asyncpg.Connection, owner: str, limit: int, lease_s: float
+) -> list[asyncpg.Record]:
     """Lease up to `limit` due jobs; SKIP LOCKED + lease: no two workers call for one job."""
     if limit <= 0:
         return []
-    return await conn.fetch(
-        "update bpjs_sync_job j set lease_owner = $1,"
-        " lease_until = now() + make_interval(secs => $3)"
-        " where queue_id in ("
-        "   select queue_id from bpjs_sync_job"
-        "   where will_retry and status in ('pending', 'failed') and next_attempt_at <= now()"
-        "     and (lease_until is null or lease_until < now())"
-        "   order by next_attempt_at limit $2 for update skip locked)"
-        " returning j.*",
-        owner, limit, lease_s,
+    return list(
+        await conn.fetch(
+            "update bpjs_sync_job j set lease_owner = $1,"
+            " lease_until = now() + make_interval(secs => $3)"
+            " where queue_id in ("
+            "   select queue_id from bpjs_sync_job"
+            "   where will_retry and status in ('pending', 'failed') and next_attempt_at <= now()"
+            "     and (lease_until is null or lease_until < now())"
+            "   order by next_attempt_at limit $2 for update skip locked)"
+            " returning j.*",
+            owner,
+            limit,
+            lease_s,
+        )
     )
 
 
@@ -65,7 +83,8 @@ async def lock_leased(conn: asyncpg.Connection, queue_id: int, owner: str) -> as
     return await conn.fetchrow(
         "select * from bpjs_sync_job where queue_id = $1 and lease_owner = $2"
         " and status not in ('synced', 'resolved_manually') for update",
-        queue_id, owner,
+        queue_id,
+        owner,
     )
 
 
@@ -93,13 +112,22 @@ async def save_attempt(
         " updated_at = now(), last_worker = lease_owner, lease_owner = null, lease_until = null,"
         " finished_at = case when $2 = 'synced' or not $3 then now() end"
         " where queue_id = $1",
-        queue_id, status, will_retry, warned, next_attempt_at, error, error_kind, bpjs_code,
-        bpjs_message, task99_done,
+        queue_id,
+        status,
+        will_retry,
+        warned,
+        next_attempt_at,
+        error,
+        error_kind,
+        bpjs_code,
+        bpjs_message,
+        task99_done,
     )
     await conn.execute(
         "update queue_ticket set bpjs_sync = $2, updated_at = now()"
         " where id = $1 and bpjs_sync is distinct from 'resolved_manually'",
-        queue_id, status,
+        queue_id,
+        status,
     )
     if result is not None:
         await add_to_outbox(conn, result[0], result[1])
@@ -108,16 +136,19 @@ async def save_attempt(
 async def warn_overdue(conn: asyncpg.Connection, limit: int = 100) -> list[asyncpg.Record]:
     """Jobs still unsynced at the end of their first phase (e.g. held by the breaker)."""
     # Rows locked by an attempt that is finishing are skipped; that attempt warns itself.
-    return await conn.fetch(
-        "select * from bpjs_sync_job where status = 'pending' and not warned"
-        " and first_phase_until <= now() order by first_phase_until limit $1"
-        " for update skip locked",
-        limit,
+    return list(
+        await conn.fetch(
+            "select * from bpjs_sync_job where status = 'pending' and not warned"
+            " and first_phase_until <= now() order by first_phase_until limit $1"
+            " for update skip locked",
+            limit,
+        )
     )
 
 
-async def mark_warned(conn: asyncpg.Connection, queue_id: int, topic: str,
-                      event: CloudEvent) -> None:
+async def mark_warned(
+    conn: asyncpg.Connection, queue_id: int, topic: str, event: CloudEvent
+) -> None:
     await conn.execute(
         "update bpjs_sync_job set status = 'failed', warned = true, updated_at = now()"
         " where queue_id = $1",
@@ -130,13 +161,26 @@ async def mark_warned(conn: asyncpg.Connection, queue_id: int, topic: str,
     await add_to_outbox(conn, topic, event)
 
 
-async def record_dead_letter(conn: asyncpg.Connection, consumer: str, topic: str, partition: int,
-                             offset: int, key: bytes | None, value: bytes | None,
-                             error: str) -> None:
+async def record_dead_letter(
+    conn: asyncpg.Connection,
+    consumer: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    error: str,
+) -> None:
     await conn.execute(
-        "insert into dead_letter (consumer, topic, partition, \"offset\", key, value, error)"
+        'insert into dead_letter (consumer, topic, partition, "offset", key, value, error)'
         " values ($1, $2, $3, $4, $5, $6, $7) on conflict do nothing",
-        consumer, topic, partition, offset, key, value, error,
+        consumer,
+        topic,
+        partition,
+        offset,
+        key,
+        value,
+        error,
     )
 
 

@@ -19,11 +19,11 @@ class RetryPolicy:
 
     def delay(self, attempts: int, in_first_phase: bool, rng: random.Random | None = None) -> float:
         """Exponential backoff with full jitter; short in the first phase, up to the max later."""
-        rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        rng = rng or random.Random()
         cap = min(4.0, self.max_interval_s) if in_first_phase else self.max_interval_s
         ceiling = min(cap, self.backoff_base_s * (2 ** max(0, attempts - 1)))
         # half fixed, half jitter: never zero (no hot loop), never in lockstep with other jobs
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+        return float(ceiling / 2 + rng.uniform(0, ceiling / 2))
 
 
 class Verdict(StrEnum):

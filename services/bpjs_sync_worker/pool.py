@@ -47,10 +47,15 @@ class JobPool:
         self.settings = settings
         self.syncer = Syncer(client, send_task99=settings.bpjs_send_task99)
         self.owner = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.policy = RetryPolicy(settings.first_phase_s, settings.backoff_base_s,
-                                  settings.max_interval_s, settings.horizon_s)
-        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s,
-                                      settings.breaker_max_cooldown_s)
+        self.policy = RetryPolicy(
+            settings.first_phase_s,
+            settings.backoff_base_s,
+            settings.max_interval_s,
+            settings.horizon_s,
+        )
+        self.breaker = CircuitBreaker(
+            settings.breaker_threshold, settings.breaker_cooldown_s, settings.breaker_max_cooldown_s
+        )
         self.limiter = AsyncLimiter(settings.rate_per_s, 1.0)
         self.wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -71,7 +76,7 @@ class JobPool:
                 await self._warn_overdue()
                 await self._start_due()
                 await self._gauges()
-            except Exception as exc:  # noqa: BLE001 - the database may be away: try again soon
+            except Exception as exc:
                 log.warning("pool_cycle_failed", error=repr(exc))
                 self._listener = None
             try:
@@ -122,7 +127,7 @@ class JobPool:
             self.breaker.record(result.transport_healthy)
             ATTEMPTS.labels(result.outcome.kind.value).inc()
             await self._store(job, result)
-        except Exception as exc:  # noqa: BLE001 - never lose a job: its lease expires, it reruns
+        except Exception as exc:
             log.exception("sync_attempt_crashed", queue_id=job["queue_id"], error=repr(exc))
 
     async def _cancel_done(self, job: asyncpg.Record) -> None:
@@ -140,9 +145,15 @@ class JobPool:
             now = datetime.now(UTC)
             attempts = current["attempts"] + 1
             warned = bool(current["warned"])
-            d = decide(o.kind, now=now, attempts=attempts, warned=warned,
-                       first_phase_until=current["first_phase_until"],
-                       horizon_at=current["horizon_at"], policy=self.policy)
+            d = decide(
+                o.kind,
+                now=now,
+                attempts=attempts,
+                warned=warned,
+                first_phase_until=current["first_phase_until"],
+                horizon_at=current["horizon_at"],
+                policy=self.policy,
+            )
             event: tuple[str, CloudEvent] | None = None
             status, will_retry = ("failed" if warned else "pending"), True
             if d.verdict is Verdict.SYNCED:
@@ -150,31 +161,51 @@ class JobPool:
                 event = (self.synced_topic, self._synced(current, attempts, o, now))
             elif d.verdict is Verdict.WARN_AND_RETRY:
                 status, warned = "failed", True
-                event = (self.failed_topic, self._failed(current, attempts, "unreachable", o,
-                                                         True, now))
+                event = (
+                    self.failed_topic,
+                    self._failed(current, attempts, "unreachable", o, True, now),
+                )
             elif d.verdict is not Verdict.RETRY:
                 status, will_retry, warned = "failed", False, True
                 kind = "rejected" if d.verdict is Verdict.REJECTED else "unreachable"
                 event = (self.failed_topic, self._failed(current, attempts, kind, o, False, now))
             synced = status == "synced"
             await jobs.save_attempt(
-                conn, job["queue_id"], status=status, will_retry=will_retry, warned=warned,
-                next_attempt_at=d.next_attempt_at, error=None if synced else o.detail or o.message,
-                error_kind=None if synced else o.kind.value, bpjs_code=o.code,
-                bpjs_message=o.message or None, task99_done=result.task99_done, result=event,
+                conn,
+                job["queue_id"],
+                status=status,
+                will_retry=will_retry,
+                warned=warned,
+                next_attempt_at=d.next_attempt_at,
+                error=None if synced else o.detail or o.message,
+                error_kind=None if synced else o.kind.value,
+                bpjs_code=o.code,
+                bpjs_message=o.message or None,
+                task99_done=result.task99_done,
+                result=event,
             )
         if event is not None:
             RESULTS.labels(event[1].type, event[1].data.get("error_kind", "")).inc()
-        log.info("sync_attempt", queue_id=job["queue_id"], attempts=attempts, outcome=o.kind.value,
-                 verdict=d.verdict.value, code=o.code)
+        log.info(
+            "sync_attempt",
+            queue_id=job["queue_id"],
+            attempts=attempts,
+            outcome=o.kind.value,
+            verdict=d.verdict.value,
+            code=o.code,
+        )
 
     async def _warn_overdue(self) -> None:
         """Warnings go out on time even while the breaker holds every call."""
         now = datetime.now(UTC)
         async with self.db.acquire() as conn, conn.transaction():
             for job in await jobs.warn_overdue(conn):
-                outcome = Outcome(OutcomeKind.RETRYABLE, job["last_bpjs_code"],
-                                  job["last_bpjs_message"] or "", job["last_error"] or HELD)
+                outcome = Outcome(
+                    OutcomeKind.RETRYABLE,
+                    job["last_bpjs_code"],
+                    job["last_bpjs_message"] or "",
+                    job["last_error"] or HELD,
+                )
                 event = self._failed(job, job["attempts"], "unreachable", outcome, True, now)
                 await jobs.mark_warned(conn, job["queue_id"], self.failed_topic, event)
                 RESULTS.labels("BpjsSyncFailed", "unreachable").inc()
@@ -188,22 +219,34 @@ class JobPool:
     def _ids(self, job: Any) -> dict[str, Any]:
         data = job["event_data"]
         return {
-            "queue_id": job["queue_id"], "clinic_id": job["clinic_id"],
+            "queue_id": job["queue_id"],
+            "clinic_id": job["clinic_id"],
             "ticket_number": job["ticket_number"],
             "cancelled_by": CancelledBy.model_validate(data["cancelled_by"]),
             "cancel_event_id": str(job["cancel_event_id"]),
         }
 
     def _synced(self, job: Any, attempts: int, o: Outcome, now: datetime) -> CloudEvent:
-        data = BpjsSyncedData(**self._ids(job), attempts=attempts, bpjs_code=o.code,
-                              bpjs_message=o.message or None, synced_at=now,
-                              recovered=bool(job["warned"]))
+        data = BpjsSyncedData(
+            **self._ids(job),
+            attempts=attempts,
+            bpjs_code=o.code,
+            bpjs_message=o.message or None,
+            synced_at=now,
+            recovered=bool(job["warned"]),
+        )
         return new_event(data, source=SOURCE)
 
-    def _failed(self, job: Any, attempts: int, kind: str, outcome: Outcome, will_retry: bool,
-                now: datetime) -> CloudEvent:
-        data = BpjsSyncFailedData(**self._ids(job), attempts=attempts, error_kind=kind,
-                                  bpjs_code=outcome.code, error=outcome.detail or outcome.message
-                                  or "BPJS tidak dapat dihubungi", will_retry=will_retry,
-                                  failed_at=now)
+    def _failed(
+        self, job: Any, attempts: int, kind: str, outcome: Outcome, will_retry: bool, now: datetime
+    ) -> CloudEvent:
+        data = BpjsSyncFailedData(
+            **self._ids(job),
+            attempts=attempts,
+            error_kind=kind,
+            bpjs_code=outcome.code,
+            error=outcome.detail or outcome.message or "BPJS tidak dapat dihubungi",
+            will_retry=will_retry,
+            failed_at=now,
+        )
         return new_event(data, source=SOURCE)

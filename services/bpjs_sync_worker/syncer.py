@@ -15,7 +15,9 @@ from shared.reasons import bpjs_reason
 log = get_logger(__name__)
 
 BPJS_LATENCY = Histogram(
-    "bpjs_call_duration_seconds", "BPJS call latency", ["call", "outcome"],
+    "bpjs_call_duration_seconds",
+    "BPJS call latency",
+    ["call", "outcome"],
     buckets=(0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 20),
 )
 BPJS_CALLS = Counter("bpjs_calls_total", "BPJS calls by call and outcome", ["call", "outcome"])
@@ -62,8 +64,12 @@ class Syncer:
             if result.outcome.kind is OutcomeKind.REJECTED:
                 # The cancellation itself is recorded at BPJS; a refused timeline update is
                 # kept as a note for the admin, not turned into a failed cancellation.
-                log.warning("task99_refused", queue_id=job["queue_id"], code=result.outcome.code,
-                            message=result.outcome.message)
+                log.warning(
+                    "task99_refused",
+                    queue_id=job["queue_id"],
+                    code=result.outcome.code,
+                    message=result.outcome.message,
+                )
             task99_done = True
             last = last or result.outcome
         outcome = last or Outcome(OutcomeKind.ALREADY_DONE, None, "", "already synced")
@@ -77,6 +83,9 @@ class Syncer:
         if self.client.service == "antreanrs":
             return await self.client.cancel_rs(creds, bpjs.get("booking_code", ""), reason)
         return await self.client.cancel_fktp(
-            creds, bpjs.get("visit_date", ""), bpjs.get("poli_code", ""),
-            bpjs.get("card_number", ""), reason,
+            creds,
+            bpjs.get("visit_date", ""),
+            bpjs.get("poli_code", ""),
+            bpjs.get("card_number", ""),
+            reason,
         )

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 import faust
-from aiohttp import web
+from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from services.bpjs_sync_worker import jobs
@@ -39,6 +39,9 @@ class Runtime:
     task: asyncio.Task[None] | None = None
     relay: OutboxRelay | None = None
     relay_task: asyncio.Task[None] | None = None
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
 
 
 def create_worker(settings: WorkerSettings) -> faust.App:
@@ -68,12 +71,12 @@ def create_worker(settings: WorkerSettings) -> faust.App:
         async for event in stream.events():
             await _handle(rt, settings, event)
 
-
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def start_pool() -> None:
         rt.db = await _connect(settings)
         rt.client = BpjsClient(
-            settings.base_url, service=settings.bpjs_service,
+            settings.base_url,
+            service=settings.bpjs_service,
             content_type=settings.bpjs_content_type,
             connect_timeout=settings.bpjs_connect_timeout_s,
             read_timeout=settings.bpjs_read_timeout_s,
@@ -84,9 +87,10 @@ def create_worker(settings: WorkerSettings) -> faust.App:
         # Result events leave through the outbox; this relay (and the API's) publishes them.
         rt.relay = OutboxRelay(rt.db, settings.kafka_bootstrap_servers)
         rt.relay_task = asyncio.create_task(rt.relay.run())
+        rt.started.set()
         log.info("job_pool_started", owner=rt.pool.owner, in_flight=settings.max_in_flight)
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _shutdown(_: Any, **__: Any) -> None:
         if rt.pool is not None:
             await rt.pool.stop()  # let in-flight BPJS calls finish and store their outcome
@@ -109,9 +113,12 @@ async def _connect(settings: WorkerSettings) -> asyncpg.Pool:
     delay = 0.5
     while True:
         try:
-            return await create_pool(settings.database_url.get_secret_value(), min_size=1,
-                                     max_size=settings.max_in_flight + 4)
-        except Exception as exc:  # noqa: BLE001 - the database may start after us
+            return await create_pool(
+                settings.database_url.get_secret_value(),
+                min_size=1,
+                max_size=settings.max_in_flight + 4,
+            )
+        except Exception as exc:
             log.warning("database_unreachable", error=repr(exc), retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
@@ -123,15 +130,15 @@ async def _handle(rt: Runtime, settings: WorkerSettings, event: Any) -> None:
     delay = 0.2
     while True:
         try:
-            while rt.db is None:
-                await asyncio.sleep(0.1)
+            await rt.started.wait()
             await _record(rt, settings, message)
             return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - retried here: an escape would skip the message
-            log.warning("job_record_failed", error=repr(exc), offset=message.offset,
-                        retry_in_s=delay)
+        except Exception as exc:
+            log.warning(
+                "job_record_failed", error=repr(exc), offset=message.offset, retry_in_s=delay
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
 
@@ -144,9 +151,16 @@ async def _record(rt: Runtime, settings: WorkerSettings, message: Any) -> None:
         assert isinstance(data, QueueCancelledData)
     except (UnknownEventError, AssertionError) as exc:
         async with rt.db.acquire() as conn:
-            await jobs.record_dead_letter(conn, settings.consumer_group, message.topic,
-                                          message.partition, message.offset, message.key,
-                                          message.value, str(exc))
+            await jobs.record_dead_letter(
+                conn,
+                settings.consumer_group,
+                message.topic,
+                message.partition,
+                message.offset,
+                message.key,
+                message.value,
+                str(exc),
+            )
         RECEIVED.labels("dead_letter").inc()
         log.error("undecodable_event", topic=message.topic, offset=message.offset, error=str(exc))
         return
@@ -156,14 +170,25 @@ async def _record(rt: Runtime, settings: WorkerSettings, message: Any) -> None:
     try:
         async with rt.db.acquire() as conn:
             created = await jobs.record_job(
-                conn, cloud, data, service=settings.bpjs_service,
-                first_phase_s=settings.first_phase_s, horizon_s=settings.horizon_s,
+                conn,
+                cloud,
+                data,
+                service=settings.bpjs_service,
+                first_phase_s=settings.first_phase_s,
+                horizon_s=settings.horizon_s,
             )
     except asyncpg.ForeignKeyViolationError as exc:
         async with rt.db.acquire() as conn:
-            await jobs.record_dead_letter(conn, settings.consumer_group, message.topic,
-                                          message.partition, message.offset, message.key,
-                                          message.value, f"unknown queue ticket: {exc}")
+            await jobs.record_dead_letter(
+                conn,
+                settings.consumer_group,
+                message.topic,
+                message.partition,
+                message.offset,
+                message.key,
+                message.value,
+                f"unknown queue ticket: {exc}",
+            )
         RECEIVED.labels("dead_letter").inc()
         return
     RECEIVED.labels("recorded" if created else "duplicate").inc()
@@ -173,11 +198,11 @@ async def _record(rt: Runtime, settings: WorkerSettings, message: Any) -> None:
 
 def _pages(app: faust.App, rt: Runtime, settings: WorkerSettings) -> None:
     @app.page("/healthz")
-    async def healthz(_: Any, __: Any) -> web.Response:
-        return web.json_response({"status": "ok"})
+    async def healthz(view: View, _: Request) -> Response:
+        return view.json({"status": "ok"})
 
     @app.page("/readyz")
-    async def readyz(_: Any, __: Any) -> web.Response:
+    async def readyz(view: View, _: Request) -> Response:
         db_ok = False
         if rt.db is not None:
             try:
@@ -189,9 +214,9 @@ def _pages(app: faust.App, rt: Runtime, settings: WorkerSettings) -> None:
         pool_ok = rt.task is not None and not rt.task.done()
         checks = {"database": db_ok, "kafka": kafka_ok, "job_pool": pool_ok}
         ok = all(checks.values())
-        return web.json_response({"status": "ready" if ok else "not_ready", "checks": checks},
-                                 status=200 if ok else 503)
+        body = {"status": "ready" if ok else "not_ready", "checks": checks}
+        return view.json(body, status=200 if ok else 503)
 
     @app.page("/metrics")
-    async def metrics(_: Any, __: Any) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def metrics(view: View, _: Request) -> Response:
+        return view.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

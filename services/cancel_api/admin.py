@@ -7,8 +7,8 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 
 from services.cancel_api.errors import Problem
-from services.cancel_api.schemas import ResolveRequest, queue_out
 from services.cancel_api.repository import COLUMNS, audit
+from services.cancel_api.schemas import ResolveRequest, queue_out
 from shared.auth import PERM_MANAGE_BPJS, Principal
 
 SYNC_FILTERS = {
@@ -27,7 +27,7 @@ select {_TICKET_COLUMNS}, j.attempts, j.last_error, j.last_error_kind, j.last_bp
 from queue_ticket t left join bpjs_sync_job j on j.queue_id = t.id
 where t.clinic_id = $1 and t.bpjs_sync = any($2::text[])
 order by t.cancelled_at desc nulls last limit $3
-"""  # noqa: S608 - column names are constants
+"""
 
 
 def _iso(v: Any) -> str | None:
@@ -51,7 +51,8 @@ def _item(r: asyncpg.Record) -> dict[str, Any]:
             "updated_at": _iso(r["job_updated_at"]),
             "resolved_by": (
                 {"user_id": r["resolved_by_id"], "name": r["resolved_by_name"]}
-                if r["resolved_by_id"] else None
+                if r["resolved_by_id"]
+                else None
             ),
             "resolved_note": r["resolved_note"],
             "resolved_at": _iso(r["resolved_at"]),
@@ -59,14 +60,22 @@ def _item(r: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def admin_router(pool: Callable[[], asyncpg.Pool], require: Callable[[str], Any],
-                 parse_id: Callable[[str], int], json_body: Any) -> APIRouter:
+def admin_router(
+    pool: Callable[[], asyncpg.Pool],
+    require: Callable[[str], Any],
+    parse_id: Callable[[str], int],
+    json_body: Any,
+) -> APIRouter:
     router = APIRouter(tags=["bpjs sync admin"])
     Admin = Annotated[Principal, Depends(require(PERM_MANAGE_BPJS))]
 
     @router.get("/bpjs_sync")
-    async def list_sync(who: Admin, status: Annotated[str, Query(
-            pattern="^(unsynced|pending|failed|synced|resolved_manually)$")] = "unsynced") -> Any:
+    async def list_sync(
+        who: Admin,
+        status: Annotated[
+            str, Query(pattern="^(unsynced|pending|failed|synced|resolved_manually)$")
+        ] = "unsynced",
+    ) -> Any:
         async with pool().acquire() as conn:
             rows = await conn.fetch(_LIST_SQL, who.clinic_id, list(SYNC_FILTERS[status]), 500)
         return {"items": [_item(r) for r in rows]}
@@ -76,13 +85,19 @@ def admin_router(pool: Callable[[], asyncpg.Pool], require: Callable[[str], Any]
             "select t.status, t.bpjs_sync, j.queue_id as job from queue_ticket t"
             " left join bpjs_sync_job j on j.queue_id = t.id"
             " where t.id = $1 and t.clinic_id = $2 and t.bpjs_sync is not null for update of t",
-            qid, who.clinic_id,
+            qid,
+            who.clinic_id,
         )
         if row is None:
-            raise Problem(404, "sync_not_found", f"Tidak ada sinkronisasi BPJS untuk antrean {qid}.")
+            raise Problem(
+                404, "sync_not_found", f"Tidak ada sinkronisasi BPJS untuk antrean {qid}."
+            )
         if row["bpjs_sync"] in ("synced", "resolved_manually"):
-            raise Problem(409, "sync_already_done",
-                          f"Sinkronisasi BPJS antrean {qid} sudah {row['bpjs_sync']}.")
+            raise Problem(
+                409,
+                "sync_already_done",
+                f"Sinkronisasi BPJS antrean {qid} sudah {row['bpjs_sync']}.",
+            )
         return row
 
     @router.post("/bpjs_sync/{queue_id}/retry", status_code=202)
@@ -91,18 +106,34 @@ def admin_router(pool: Callable[[], asyncpg.Pool], require: Callable[[str], Any]
         async with pool().acquire() as conn, conn.transaction():
             row = await _locked(conn, who, qid)
             if row["job"] is None:
-                raise Problem(409, "sync_not_recorded_yet",
-                              "Pekerja sinkronisasi belum menerima pembatalan ini; coba lagi sebentar.")
+                raise Problem(
+                    409,
+                    "sync_not_recorded_yet",
+                    "Pekerja sinkronisasi belum menerima pembatalan ini; coba lagi sebentar.",
+                )
             # An immediate attempt; a final failure gets a fresh retry horizon.
             await conn.execute(
                 "update bpjs_sync_job set next_attempt_at = now(), will_retry = true,"
                 " horizon_at = greatest(horizon_at, now() + (horizon_at - created_at)),"
-                " finished_at = null, updated_at = now() where queue_id = $1", qid,
+                " finished_at = null, updated_at = now() where queue_id = $1",
+                qid,
             )
-            await audit(conn, queue_id=qid, clinic_id=who.clinic_id, action="bpjs_retry",
-                        actor_id=who.user_id, actor_name=who.name, from_status=row["bpjs_sync"],
-                        to_status=row["bpjs_sync"], request_id=request.state.request_id)
-        return {"queue_id": qid, "status": "scheduled", "message": "Sinkronisasi BPJS dijadwalkan ulang"}
+            await audit(
+                conn,
+                queue_id=qid,
+                clinic_id=who.clinic_id,
+                action="bpjs_retry",
+                actor_id=who.user_id,
+                actor_name=who.name,
+                from_status=row["bpjs_sync"],
+                to_status=row["bpjs_sync"],
+                request_id=request.state.request_id,
+            )
+        return {
+            "queue_id": qid,
+            "status": "scheduled",
+            "message": "Sinkronisasi BPJS dijadwalkan ulang",
+        }
 
     @router.post("/bpjs_sync/{queue_id}/resolve")
     async def resolve(queue_id: str, request: Request, who: Admin) -> Any:
@@ -112,21 +143,36 @@ def admin_router(pool: Callable[[], asyncpg.Pool], require: Callable[[str], Any]
             row = await _locked(conn, who, qid)
             await conn.execute(
                 "update queue_ticket set bpjs_sync = 'resolved_manually', updated_at = now()"
-                " where id = $1", qid,
+                " where id = $1",
+                qid,
             )
             await conn.execute(
                 "update bpjs_sync_job set status = 'resolved_manually', will_retry = false,"
                 " resolved_by_id = $2, resolved_by_name = $3, resolved_note = $4,"
                 " resolved_at = now(), finished_at = now(), updated_at = now(),"
                 " lease_owner = null, lease_until = null where queue_id = $1",
-                qid, who.user_id, who.name, body.note,
+                qid,
+                who.user_id,
+                who.name,
+                body.note,
             )
-            await audit(conn, queue_id=qid, clinic_id=who.clinic_id, action="bpjs_resolve",
-                        actor_id=who.user_id, actor_name=who.name, from_status=row["bpjs_sync"],
-                        to_status="resolved_manually", note=body.note,
-                        request_id=request.state.request_id)
-            ticket = await conn.fetchrow(f"select {COLUMNS} from queue_ticket where id = $1", qid)  # noqa: S608
-        return {"queue": queue_out(ticket), "bpjs_sync": "resolved_manually",
-                "message": "Sinkronisasi BPJS ditandai selesai manual"}
+            await audit(
+                conn,
+                queue_id=qid,
+                clinic_id=who.clinic_id,
+                action="bpjs_resolve",
+                actor_id=who.user_id,
+                actor_name=who.name,
+                from_status=row["bpjs_sync"],
+                to_status="resolved_manually",
+                note=body.note,
+                request_id=request.state.request_id,
+            )
+            ticket = await conn.fetchrow(f"select {COLUMNS} from queue_ticket where id = $1", qid)
+        return {
+            "queue": queue_out(ticket),
+            "bpjs_sync": "resolved_manually",
+            "message": "Sinkronisasi BPJS ditandai selesai manual",
+        }
 
     return router

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.e2e
 ADMIN = ["manage bpjs sync"]
 
 
-async def test_admin_lists_retries_and_resolves_unsynced_cancellations(api, sim, start_worker, database, infra):
+async def test_admin_lists_retries_and_resolves_unsynced_cancellations(
+    api, sim, start_worker, database, infra
+):
     sim.seed_booking("BK-REFUSED", served=True)
     sim.seed_booking("BK-MANUAL", served=True)
     start_worker()
@@ -45,40 +47,58 @@ async def test_admin_lists_retries_and_resolves_unsynced_cancellations(api, sim,
     assert r.status_code == 422 and r.json()["code"] == "invalid_request"
     r = await api.client.post(f"/bpjs_sync/{b['id']}/resolve", headers=admin)
     assert r.status_code == 422
-    r = await api.client.post(f"/bpjs_sync/{b['id']}/resolve", headers=admin,
-                              json={"note": "Dibatalkan manual di portal BPJS"})
+    r = await api.client.post(
+        f"/bpjs_sync/{b['id']}/resolve",
+        headers=admin,
+        json={"note": "Dibatalkan manual di portal BPJS"},
+    )
     assert r.status_code == 200 and r.json()["queue"]["bpjs_sync"] == "resolved_manually"
     state = await sync_state(database, b["id"])
     assert state["job"]["resolved_by_id"] == "u-admin" and state["job"]["will_retry"] is False
     conn = await asyncpg.connect(database)
-    audit = await conn.fetchrow("select * from queue_audit where queue_id=$1 and action='bpjs_resolve'", b["id"])
+    audit = await conn.fetchrow(
+        "select * from queue_audit where queue_id=$1 and action='bpjs_resolve'", b["id"]
+    )
     await conn.close()
     assert audit["actor_name"] == "Admin" and audit["note"] == "Dibatalkan manual di portal BPJS"
     r = await api.client.post(f"/bpjs_sync/{b['id']}/retry", headers=admin)
     assert r.status_code == 409 and r.json()["code"] == "sync_already_done"
-    resolved = await api.client.get("/bpjs_sync", params={"status": "resolved_manually"}, headers=admin)
+    resolved = await api.client.get(
+        "/bpjs_sync", params={"status": "resolved_manually"}, headers=admin
+    )
     assert [i["queue"]["id"] for i in resolved.json()["items"]] == [b["id"]]
     assert (await api.client.get("/bpjs_sync", headers=admin)).json()["items"] == []
 
 
-async def test_admin_endpoints_need_the_permission_and_stay_in_the_clinic(api, sim, start_worker, infra):
+async def test_admin_endpoints_need_the_permission_and_stay_in_the_clinic(
+    api, sim, start_worker, infra
+):
     sim.seed_booking("BK-X", served=True)
     start_worker()
     t = await cancel_bpjs(api, sim, "BK-X", seed=False)
     await read_events(infra.kafka, topics(api)[1], expect=1, timeout=60)
     staff = auth(token())
-    for method, path, body in (("get", "/bpjs_sync", None), ("post", f"/bpjs_sync/{t['id']}/retry", None),
-                               ("post", f"/bpjs_sync/{t['id']}/resolve", {"note": "x"})):
+    for method, path, body in (
+        ("get", "/bpjs_sync", None),
+        ("post", f"/bpjs_sync/{t['id']}/retry", None),
+        ("post", f"/bpjs_sync/{t['id']}/resolve", {"note": "x"}),
+    ):
         r = await api.client.request(method, path, headers=staff, json=body)
         assert r.status_code == 403 and r.json()["code"] == "forbidden"
     other = auth(token(clinic="KLINIK-B", perms=ADMIN))
-    assert (await api.client.get("/bpjs_sync", params={"status": "failed"}, headers=other)).json()["items"] == []
+    assert (await api.client.get("/bpjs_sync", params={"status": "failed"}, headers=other)).json()[
+        "items"
+    ] == []
     r = await api.client.post(f"/bpjs_sync/{t['id']}/resolve", headers=other, json={"note": "x"})
     assert r.status_code == 404
-    assert (await api.client.post("/bpjs_sync/abc/retry", headers=auth(token(perms=ADMIN)))).status_code == 422
+    assert (
+        await api.client.post("/bpjs_sync/abc/retry", headers=auth(token(perms=ADMIN)))
+    ).status_code == 422
 
 
-async def test_same_queue_cancelled_delivered_twice_makes_one_job_and_one_batal(api, sim, start_worker, database, infra):
+async def test_same_queue_cancelled_delivered_twice_makes_one_job_and_one_batal(
+    api, sim, start_worker, database, infra
+):
     start_worker()
     t = await cancel_bpjs(api, sim, "BK-DUP")
     synced_topic, _ = topics(api)
@@ -94,19 +114,26 @@ async def test_same_queue_cancelled_delivered_twice_makes_one_job_and_one_batal(
     await producer.stop()
     events = await read_events(infra.kafka, synced_topic, expect=2, timeout=60)
     assert sorted(e.payload().queue_id for _, e in events) == sorted([t["id"], marker["id"]])
-    batal = [r for r in sim.requests_log() if r["path"].endswith("antrean/batal") and "BK-DUP" in r["body"]]
+    batal = [
+        r
+        for r in sim.requests_log()
+        if r["path"].endswith("antrean/batal") and "BK-DUP" in r["body"]
+    ]
     assert len(batal) == 1
     conn = await asyncpg.connect(database)
     assert await conn.fetchval("select count(*) from bpjs_sync_job where queue_id=$1", t["id"]) == 1
     await conn.close()
 
 
-async def test_worker_killed_mid_call_then_restarted_still_syncs_once(api, sim, start_worker, database, infra):
+async def test_worker_killed_mid_call_then_restarted_still_syncs_once(
+    api, sim, start_worker, database, infra
+):
     sim.set_fault("antreanrs:batal", "latency", latency_ms=2500, times=1)
     worker = start_worker(WORKER_ID="w-crash")
     t = await cancel_bpjs(api, sim, "BK-CRASH")
-    await wait_until(lambda: any("BK-CRASH" in r["body"] for r in sim.requests_log()),
-                     what="batal in flight")
+    await wait_until(
+        lambda: any("BK-CRASH" in r["body"] for r in sim.requests_log()), what="batal in flight"
+    )
     worker.kill()  # SIGKILL while the call is in flight
     await asyncio.sleep(3)  # let the slow call reach BPJS (the simulator applies it)
     start_worker(WORKER_ID="w-crash")  # same identity: reclaims its lease at once
@@ -117,11 +144,15 @@ async def test_worker_killed_mid_call_then_restarted_still_syncs_once(api, sim, 
     assert (await sync_state(database, t["id"]))["ticket"] == "synced"
 
 
-async def test_sigterm_lets_the_call_in_flight_finish_and_store_its_outcome(api, sim, start_worker, database):
+async def test_sigterm_lets_the_call_in_flight_finish_and_store_its_outcome(
+    api, sim, start_worker, database
+):
     sim.set_fault("antreanrs:batal", "latency", latency_ms=1500, times=1)
     worker = start_worker()
     t = await cancel_bpjs(api, sim, "BK-TERM")
-    await wait_until(lambda: any("BK-TERM" in r["body"] for r in sim.requests_log()), what="call in flight")
+    await wait_until(
+        lambda: any("BK-TERM" in r["body"] for r in sim.requests_log()), what="call in flight"
+    )
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.proc.wait(30) == 0, worker.logs()[-3000:]
     state = await sync_state(database, t["id"])
@@ -129,7 +160,9 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_store_its_outcome(api,
     assert state["job"]["lease_owner"] is None
 
 
-async def test_two_workers_share_200_cancellations_and_call_bpjs_once_each(api, sim, start_worker, database, infra):
+async def test_two_workers_share_200_cancellations_and_call_bpjs_once_each(
+    api, sim, start_worker, database, infra
+):
     for i in range(200):
         sim.seed_booking(f"BK2-{i:03d}")
     start_worker()
@@ -137,10 +170,14 @@ async def test_two_workers_share_200_cancellations_and_call_bpjs_once_each(api, 
     made = []
     for i in range(200):
         made.append(await cancel_bpjs(api, sim, f"BK2-{i:03d}", seed=False))
-    synced_topic, failed_topic = topics(api)
+    synced_topic, _ = topics(api)
     events = await read_events(infra.kafka, synced_topic, expect=200, timeout=120)
     assert sorted({e.payload().queue_id for _, e in events}) == sorted(t["id"] for t in made)
-    batal = [json.loads(r["body"])["kodebooking"] for r in sim.requests_log() if r["path"].endswith("antrean/batal")]
+    batal = [
+        json.loads(r["body"])["kodebooking"]
+        for r in sim.requests_log()
+        if r["path"].endswith("antrean/batal")
+    ]
     assert len(batal) == 200 and len(set(batal)) == 200
     conn = await asyncpg.connect(database)
     owners = await conn.fetchval("select count(distinct last_worker) from bpjs_sync_job")

@@ -36,19 +36,28 @@ def topics(api):
     return f"{prefix}bpjs-synced", f"{prefix}bpjs-sync-failed"
 
 
-async def test_bpjs_cancel_is_synced_with_the_reason_then_task_99(api, sim, start_worker, database, infra):
+async def test_bpjs_cancel_is_synced_with_the_reason_then_task_99(
+    api, sim, start_worker, database, infra
+):
     start_worker()
-    t = await cancel_bpjs(api, sim, "2024/01/31/000123", reason_code="data_error",
-                          reason_text="NIK salah ketik")
+    t = await cancel_bpjs(
+        api, sim, "2024/01/31/000123", reason_code="data_error", reason_text="NIK salah ketik"
+    )
     synced_topic, failed_topic = topics(api)
     [(key, event)] = await read_events(infra.kafka, synced_topic, expect=1, timeout=60)
     data = event.payload()
     assert key == str(t["id"]).encode() and data.queue_id == t["id"]
     assert data.attempts == 1 and data.recovered is False and data.bpjs_code == 200
-    calls = [r for r in sim.requests_log() if r["path"].endswith(("antrean/batal", "antrean/updatewaktu"))]
+    calls = [
+        r
+        for r in sim.requests_log()
+        if r["path"].endswith(("antrean/batal", "antrean/updatewaktu"))
+    ]
     assert [c["path"].rsplit("/", 1)[-1] for c in calls] == ["batal", "updatewaktu"]
-    assert json.loads(calls[0]["body"]) == {"kodebooking": "2024/01/31/000123",
-                                            "keterangan": "NIK salah ketik"}
+    assert json.loads(calls[0]["body"]) == {
+        "kodebooking": "2024/01/31/000123",
+        "keterangan": "NIK salah ketik",
+    }
     assert json.loads(calls[1]["body"])["taskid"] == 99
     assert sim.applied_cancellations("antreanrs", "2024/01/31/000123") == 1
     state = await sync_state(database, t["id"])
@@ -56,7 +65,9 @@ async def test_bpjs_cancel_is_synced_with_the_reason_then_task_99(api, sim, star
     assert await read_events(infra.kafka, failed_topic, expect=0, timeout=1, grace=0) == []
 
 
-async def test_umum_ticket_gets_no_bpjs_call_and_no_result_event(api, sim, start_worker, database, infra):
+async def test_umum_ticket_gets_no_bpjs_call_and_no_result_event(
+    api, sim, start_worker, database, infra
+):
     start_worker()
     umum = await api.register(payer="UMUM", name="umum")
     assert (await api.cancel(umum["id"])).status_code == 200
@@ -79,7 +90,9 @@ async def test_two_502s_then_success_is_synced_on_the_third_attempt(api, sim, st
     assert await read_events(infra.kafka, failed_topic, expect=0, timeout=1, grace=0) == []
 
 
-async def test_bpjs_down_past_the_first_phase_warns_then_recovers(api, sim, start_worker, database, infra):
+async def test_bpjs_down_past_the_first_phase_warns_then_recovers(
+    api, sim, start_worker, database, infra
+):
     sim.set_fault("antreanrs:batal", "http_504")
     start_worker()
     loop = asyncio.get_running_loop()
@@ -117,3 +130,85 @@ async def test_refusal_fails_at_once_and_is_never_retried(api, sim, start_worker
     assert len(batal_calls()) == 1
     await asyncio.sleep(2.5)  # several retry intervals of this test's settings: still no call
     assert len(batal_calls()) == 1
+
+
+async def test_while_bpjs_is_down_for_everyone_the_breaker_holds_calls_and_warnings_still_go_out(
+    api, sim, start_worker, infra
+):
+    import httpx
+
+    sim.set_fault("*", "http_502")
+    worker = start_worker(
+        SYNC_FIRST_PHASE_S="6",
+        BREAKER_THRESHOLD="3",
+        BREAKER_COOLDOWN_S="2",
+        BREAKER_MAX_COOLDOWN_S="4",
+    )
+    made = [await cancel_bpjs(api, sim, f"BK-BRK-{i}") for i in range(10)]
+    _, failed_topic = topics(api)
+    warnings = await read_events(infra.kafka, failed_topic, expect=10, timeout=20)
+    assert sorted(e.payload().queue_id for _, e in warnings) == sorted(t["id"] for t in made)
+    assert all(e.payload().will_retry for _, e in warnings)
+    port = worker.env["WORKER_PORT"]
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert "bpjs_breaker_state 2.0" in metrics or "bpjs_breaker_state 1.0" in metrics
+    calls = [r for r in sim.requests_log() if r["path"].endswith("antrean/batal")]
+    # Without the breaker 10 jobs x ~8 tries in 6 s would be ~80 calls; held, it is a handful.
+    assert len(calls) < 30, len(calls)
+    sim.clear_faults()
+    synced_topic, _ = topics(api)
+    recovered = await read_events(infra.kafka, synced_topic, expect=10, timeout=60)
+    assert all(e.payload().recovered for _, e in recovered)
+
+
+async def test_worker_serves_health_readiness_and_its_metrics(api, sim, start_worker):
+    import httpx
+
+    worker = start_worker()
+    base = f"http://127.0.0.1:{worker.env['WORKER_PORT']}"
+    await cancel_bpjs(api, sim, "BK-METRICS")
+    assert httpx.get(f"{base}/healthz").status_code == 200
+    await wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="worker ready")
+    await wait_until(
+        lambda: 'bpjs_sync_attempts_total{outcome="success"}' in httpx.get(f"{base}/metrics").text,
+        what="attempt counted",
+    )
+    text = httpx.get(f"{base}/metrics").text
+    for name in (
+        "bpjs_call_duration_seconds_bucket",
+        "bpjs_sync_jobs_pending",
+        "bpjs_sync_oldest_pending_age_seconds",
+        "bpjs_breaker_state",
+        "bpjs_sync_results_total",
+    ):
+        assert name in text, name
+
+
+async def test_fktp_clinic_cancellation_is_synced_without_task_99(
+    api, sim, start_worker, infra, database
+):
+    start_worker(BPJS_SERVICE="antreanfktp", BPJS_BASE_URL=sim.fktp_url)
+    sim.seed_fktp("2026-11-27", "001", "0000045258563")
+    # The in-process API validates BPJS fields for antreanrs; register the FKTP ticket directly.
+    conn = await asyncpg.connect(database)
+    qid = await conn.fetchval(
+        "insert into queue_ticket (clinic_id, room_id, service_date, ticket_seq, ticket_number,"
+        " patient_mrn, patient_name, payer, bpjs) values ('KLINIK-A','POLI-UMUM',current_date,1,"
+        " 'U-001','RM-1','Siti','BPJS', $1::jsonb) returning id",
+        json.dumps(
+            {"card_number": "0000045258563", "poli_code": "001", "visit_date": "2026-11-27"}
+        ),
+    )
+    await conn.close()
+    assert (await api.cancel(qid, json={"reason_code": "re_registration"})).status_code == 200
+    synced_topic, _ = topics(api)
+    [(_, event)] = await read_events(infra.kafka, synced_topic, expect=1, timeout=60)
+    assert event.payload().queue_id == qid
+    calls = [r for r in sim.requests_log() if "/antrean/" in r["path"]]
+    assert [c["path"].rsplit("/", 1)[-1] for c in calls] == ["batal"]
+    assert json.loads(calls[0]["body"]) == {
+        "tanggalperiksa": "2026-11-27",
+        "kodepoli": "001",
+        "nomorkartu": "0000045258563",
+        "alasan": "Pasien mendaftar ulang",
+    }

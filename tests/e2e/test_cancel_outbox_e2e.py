@@ -26,7 +26,11 @@ def start_api(spawn, database, kafka, prefix, **extra):
 async def register_many(client: httpx.AsyncClient, n: int, payer: str = "UMUM") -> list[dict]:
     out = []
     for i in range(n):
-        body = {"room_id": "POLI-UMUM", "patient": {"mrn": f"RM-{i}", "name": f"P{i}"}, "payer": payer}
+        body = {
+            "room_id": "POLI-UMUM",
+            "patient": {"mrn": f"RM-{i}", "name": f"P{i}"},
+            "payer": payer,
+        }
         if payer == "BPJS":
             body["bpjs"] = {"booking_code": f"BK{i:05d}"}
         r = await client.post("/antrian_ruangan", json=body, headers=auth(token()))
@@ -41,10 +45,12 @@ async def test_twenty_concurrent_cancels_of_one_ticket_give_one_200_and_one_even
     _, url = start_api(spawn, database, infra.kafka, topic_prefix, CANCEL_API_WORKERS="2")
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         [t] = await register_many(client, 1, "BPJS")
-        rs = await asyncio.gather(*(
-            client.post(f"/antrian_ruangan/batal/{t['id']}", headers=auth(token(user=f"u{i}")))
-            for i in range(20)
-        ))
+        rs = await asyncio.gather(
+            *(
+                client.post(f"/antrian_ruangan/batal/{t['id']}", headers=auth(token(user=f"u{i}")))
+                for i in range(20)
+            )
+        )
     codes = sorted(r.status_code for r in rs)
     assert codes == [200] + [409] * 19
     assert {r.json()["code"] for r in rs if r.status_code == 409} == {"queue_already_cancelled"}
@@ -62,20 +68,28 @@ async def test_cancels_accepted_while_kafka_is_down_arrive_once_when_it_is_back(
         tickets = await register_many(client, 50)
         private_kafka.stop()
         for t in tickets:
-            r = await client.post(f"/antrian_ruangan/batal/{t['id']}", headers=auth(token()),
-                                  json={"reason_code": "no_show"})
+            r = await client.post(
+                f"/antrian_ruangan/batal/{t['id']}",
+                headers=auth(token()),
+                json={"reason_code": "no_show"},
+            )
             assert r.status_code == 200, r.text
     pool = await create_pool(database, min_size=1, max_size=2)
     try:
         async with pool.acquire() as conn:
-            assert await conn.fetchval("select count(*) from outbox where published_at is null") == 50
-            commit_order = [r["event_id"] for r in await conn.fetch("select event_id from outbox order by id")]
+            assert (
+                await conn.fetchval("select count(*) from outbox where published_at is null") == 50
+            )
+            commit_order = [
+                r["event_id"] for r in await conn.fetch("select event_id from outbox order by id")
+            ]
         private_kafka.start()
         events = await read_events(private_kafka.bootstrap, topic, expect=50, timeout=90)
         async with pool.acquire() as conn:
             await wait_until(
                 lambda: conn.fetchval("select count(*) = 0 from outbox where published_at is null"),
-                timeout=30, what="outbox drained",
+                timeout=30,
+                what="outbox drained",
             )
     finally:
         await pool.close()

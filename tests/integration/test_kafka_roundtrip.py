@@ -1,4 +1,4 @@
-"""An event produced with the shared helper is consumed with the shared helper via the real broker."""
+"""An event produced with the shared helper is consumed with the shared helper (real broker)."""
 
 import asyncio
 from datetime import UTC, datetime
@@ -14,8 +14,15 @@ pytestmark = pytest.mark.integration
 async def test_event_round_trip_through_the_real_broker(infra, topic_prefix):
     topic = f"{topic_prefix}queue-cancelled"
     data = QueueCancelledData(
-        queue_id=42, clinic_id="K1", room_id="R1", ticket_number="R-042", payer="UMUM", bpjs=None,
-        reason_code="other", reason_text="tes", cancelled_by=CancelledBy(user_id="u", name="n"),
+        queue_id=42,
+        clinic_id="K1",
+        room_id="R1",
+        ticket_number="R-042",
+        payer="UMUM",
+        bpjs=None,
+        reason_code="other",
+        reason_text="tes",
+        cancelled_by=CancelledBy(user_id="u", name="n"),
         cancelled_at=datetime.now(UTC),
     )
     event = new_event(data, source="/test")

@@ -27,8 +27,15 @@ async def test_migrations_apply_in_order_and_reapply_harmlessly(empty_db):
     assert await migrate(empty_db) == []
     conn = await asyncpg.connect(empty_db)
     try:
-        recorded = [r["name"] for r in await conn.fetch("select name from schema_migrations order by name")]
-        tables = {r["t"] for r in await conn.fetch("select tablename as t from pg_tables where schemaname='public'")}
+        recorded = [
+            r["name"] for r in await conn.fetch("select name from schema_migrations order by name")
+        ]
+        tables = {
+            r["t"]
+            for r in await conn.fetch(
+                "select tablename as t from pg_tables where schemaname='public'"
+            )
+        }
     finally:
         await conn.close()
     assert recorded == names
@@ -48,13 +55,30 @@ async def test_an_edited_migration_is_refused(empty_db, tmp_path):
 async def test_queue_table_has_every_field_of_the_contract(database):
     conn = await asyncpg.connect(database)
     try:
-        cols = {r["c"] for r in await conn.fetch(
-            "select column_name as c from information_schema.columns where table_name='queue_ticket'"
-        )}
+        cols = {
+            r["c"]
+            for r in await conn.fetch(
+                "select column_name as c from information_schema.columns"
+                " where table_name='queue_ticket'"
+            )
+        }
     finally:
         await conn.close()
     assert {
-        "id", "clinic_id", "room_id", "ticket_number", "patient_mrn", "patient_name", "payer", "bpjs",
-        "status", "created_at", "cancelled_at", "cancelled_by_id", "cancelled_by_name",
-        "reason_code", "reason_text", "bpjs_sync",
+        "id",
+        "clinic_id",
+        "room_id",
+        "ticket_number",
+        "patient_mrn",
+        "patient_name",
+        "payer",
+        "bpjs",
+        "status",
+        "created_at",
+        "cancelled_at",
+        "cancelled_by_id",
+        "cancelled_by_name",
+        "reason_code",
+        "reason_text",
+        "bpjs_sync",
     } <= cols

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from shared.events import (
     BpjsSyncedData,
@@ -21,9 +22,16 @@ EXAMPLES = sorted((Path(__file__).parents[1] / "data" / "events").glob("v*/*.jso
 
 def _cancelled() -> QueueCancelledData:
     return QueueCancelledData(
-        queue_id=7, clinic_id="K1", room_id="POLI-UMUM", ticket_number="U-007", payer="BPJS",
-        bpjs={"booking_code": "2024/01/31/000123"}, reason_code="no_show", reason_text=None,
-        cancelled_by=CancelledBy(user_id="u1", name="Rina"), cancelled_at=datetime.now(UTC),
+        queue_id=7,
+        clinic_id="K1",
+        room_id="POLI-UMUM",
+        ticket_number="U-007",
+        payer="BPJS",
+        bpjs={"booking_code": "2024/01/31/000123"},
+        reason_code="no_show",
+        reason_text=None,
+        cancelled_by=CancelledBy(user_id="u1", name="Rina"),
+        cancelled_at=datetime.now(UTC),
     )
 
 
@@ -31,7 +39,9 @@ def test_event_round_trips_through_its_wire_form():
     event = new_event(_cancelled(), source="/test")
     decoded = decode_event(encode_event(event))
     assert decoded == event
-    assert decoded.payload() == _cancelled().model_copy(update={"cancelled_at": event.payload().cancelled_at})
+    assert decoded.payload() == _cancelled().model_copy(
+        update={"cancelled_at": event.payload().cancelled_at}
+    )
 
 
 def test_envelope_has_cloudevents_attributes_and_schema_version():
@@ -81,8 +91,15 @@ def test_non_json_is_refused():
 
 def test_models_are_frozen():
     data = BpjsSyncedData(
-        queue_id=1, clinic_id="K", ticket_number="A-1", cancelled_by=CancelledBy(user_id="u", name="n"),
-        cancel_event_id="e", attempts=1, bpjs_code=200, bpjs_message="Ok", synced_at=datetime.now(UTC),
+        queue_id=1,
+        clinic_id="K",
+        ticket_number="A-1",
+        cancelled_by=CancelledBy(user_id="u", name="n"),
+        cancel_event_id="e",
+        attempts=1,
+        bpjs_code=200,
+        bpjs_message="Ok",
+        synced_at=datetime.now(UTC),
     )
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         data.attempts = 2  # type: ignore[misc]

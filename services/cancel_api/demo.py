@@ -1,0 +1,112 @@
+"""`python -m services.cancel_api.demo`: seed a demo clinic (idempotent) and print demo links."""
+
+import asyncio
+
+from services.cancel_api.config import CancelApiSettings
+from services.cancel_api.schemas import Patient, RegisterRequest
+from services.cancel_api.service import register_ticket
+from shared.auth import (
+    PERM_CANCEL,
+    PERM_CREATE,
+    PERM_MANAGE_BPJS,
+    PERM_UPDATE,
+    Principal,
+    issue_dev_token,
+)
+from shared.db import create_pool
+
+CLINIC = "KLINIK-DEMO"
+ROOMS = ("POLI-UMUM", "POLI-GIGI")
+PATIENTS = [
+    ("Siti Aminah", "BPJS"),
+    ("Budi Santoso", "UMUM"),
+    ("Dewi Lestari", "BPJS"),
+    ("Agus Salim", "ASURANSI"),
+    ("Rina Marlina", "BPJS"),
+    ("Joko Widodo", "UMUM"),
+    ("Maya Sari", "BPJS"),
+    ("Hendra Gunawan", "UMUM"),
+    ("Putri Ayu", "BPJS"),
+    ("Bambang Pamungkas", "BPJS"),
+    ("Lina Marlina", "UMUM"),
+    ("Yusuf Hidayat", "BPJS"),
+]
+USERS = [
+    ("u-rina", "Rina (petugas pendaftaran)", [PERM_CANCEL, PERM_CREATE, PERM_UPDATE]),
+    ("u-budi", "Budi (perawat, tanpa izin batal)", [PERM_CREATE, PERM_UPDATE]),
+    ("u-admin", "Admin BPJS", [PERM_CANCEL, PERM_MANAGE_BPJS]),
+]
+
+
+def _bpjs(settings: CancelApiSettings, i: int, day: str) -> dict[str, str]:
+    if settings.bpjs_service == "antreanfktp":
+        return {"card_number": f"{1000000000000 + i:013d}", "poli_code": "001", "visit_date": day}
+    return {"booking_code": f"{day.replace('-', '')}DEMO{i:03d}"}
+
+
+async def seed(settings: CancelApiSettings) -> int:
+    pool = await create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=2)
+    seeder = Principal("u-seed", "Data demo", CLINIC, frozenset({PERM_CREATE}))
+    made = 0
+    try:
+        async with pool.acquire() as conn:
+            waiting = await conn.fetchval(
+                "select count(*) from queue_ticket where clinic_id = $1 and status = 'waiting'",
+                CLINIC,
+            )
+            day = str(
+                await conn.fetchval(
+                    "select (now() at time zone $1)::date", settings.clinic_timezone
+                )
+            )
+        if waiting >= len(PATIENTS):
+            return 0
+        for i, (name, payer) in enumerate(PATIENTS):
+            body = RegisterRequest(
+                room_id=ROOMS[i % 2],
+                patient=Patient(mrn=f"RM-{i + 1:06d}", name=name),
+                payer=payer,
+                bpjs=_bpjs(settings, i, day) if payer == "BPJS" else None,
+            )
+            await register_ticket(
+                pool,
+                seeder,
+                body,
+                bpjs_service=settings.bpjs_service,
+                timezone=settings.clinic_timezone,
+                request_id="demo-seed",
+            )
+            made += 1
+    finally:
+        await pool.close()
+    return made
+
+
+def main() -> None:
+    settings = CancelApiSettings()
+    made = asyncio.run(seed(settings))
+    secret = settings.jwt_secret
+    print(
+        f"\ndemo clinic {CLINIC}: {made} new waiting tickets"
+        if made
+        else f"\ndemo clinic {CLINIC}: ready"
+    )
+    if secret is None:
+        print("AUTH_JWKS_URL is set: demo tokens are not available (tokens come from your IdP)")
+        return
+    base = f"http://127.0.0.1:{settings.port}"
+    print(
+        "dev token secret (AUTH_JWT_SECRET): "
+        + ("<from environment>" if settings.auth_jwt_secret else secret)
+    )
+    for user_id, name, perms in USERS:
+        token = issue_dev_token(
+            secret, user_id=user_id, name=name, clinic_id=CLINIC, permissions=perms
+        )
+        print(f"\n  {name}  [{', '.join(perms)}]")
+        print(f"    UI:    {base}/?room={ROOMS[0]}#token={token}")
+        print(f"    token: {token}")
+
+
+if __name__ == "__main__":
+    main()
