@@ -33,11 +33,19 @@ def cancel_refusal(status: str) -> Refusal | None:
     if status == "waiting":
         return None
     if status == "cancelled":
-        return Refusal(409, "queue_already_cancelled", TITLE_CANNOT_CANCEL,
-                       "Antrean sudah dibatalkan sebelumnya.")
-    return Refusal(409, "queue_not_waiting", TITLE_CANNOT_CANCEL,
-                   f"Antrean berstatus {STATUS_ID.get(status, status)} ({status}); "
-                   "hanya antrean yang menunggu yang dapat dibatalkan.")
+        return Refusal(
+            409,
+            "queue_already_cancelled",
+            TITLE_CANNOT_CANCEL,
+            "Antrean sudah dibatalkan sebelumnya.",
+        )
+    return Refusal(
+        409,
+        "queue_not_waiting",
+        TITLE_CANNOT_CANCEL,
+        f"Antrean berstatus {STATUS_ID.get(status, status)} ({status}); "
+        "hanya antrean yang menunggu yang dapat dibatalkan.",
+    )
 
 
 # Forward moves staff may make; a cancelled ticket goes nowhere (cancellation is permanent).
@@ -48,8 +56,12 @@ def transition_refusal(action: str, status: str) -> Refusal | None:
     allowed, _ = TRANSITIONS[action]
     if status in allowed:
         return None
-    return Refusal(409, "invalid_transition", "Status antrean tidak dapat diubah",
-                   f"Antrean berstatus {STATUS_ID.get(status, status)} ({status}).")
+    return Refusal(
+        409,
+        "invalid_transition",
+        "Status antrean tidak dapat diubah",
+        f"Antrean berstatus {STATUS_ID.get(status, status)} ({status}).",
+    )
 
 
 def needs_bpjs_sync(payer: str) -> bool:

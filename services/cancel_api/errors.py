@@ -34,8 +34,9 @@ TITLES = {
 class Problem(Exception):
     """An error answered as problem details; `title` defaults to the code's Indonesian title."""
 
-    def __init__(self, status: int, code: str, detail: str, title: str | None = None,
-                 **extra: Any) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, title: str | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
@@ -66,7 +67,8 @@ def install_handlers(app: FastAPI) -> None:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errs = exc.errors()
         detail = "; ".join(
-            f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in errs[:5]
+            f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
+            for e in errs[:5]
         )
         return problem_response(Problem(422, "invalid_request", detail or "permintaan tidak valid"))
 

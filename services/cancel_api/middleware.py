@@ -13,7 +13,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.cancel_api.errors import Problem, problem_response
 
 HTTP_LATENCY = Histogram(
-    "http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"],
+    "http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route", "status"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 

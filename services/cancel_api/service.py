@@ -16,7 +16,7 @@ from services.cancel_api import repository as repo
 from services.cancel_api.errors import Problem
 from services.cancel_api.schemas import CancelRequest, RegisterRequest, queue_out
 from shared.auth import Principal
-from shared.events import TOPIC_QUEUE_CANCELLED, CancelledBy, QueueCancelledData, new_event
+from shared.events import CancelledBy, QueueCancelledData, new_event
 from shared.outbox import add_to_outbox
 
 CANCELS = Counter("queue_cancel_requests_total", "Cancel requests by outcome", ["outcome"])
@@ -24,7 +24,9 @@ EVENT_SOURCE = "/antrean/cancel-api"
 
 
 def request_hash(queue_id: int, body: CancelRequest) -> str:
-    canonical = orjson.dumps({"queue_id": queue_id, **body.model_dump()}, option=orjson.OPT_SORT_KEYS)
+    canonical = orjson.dumps(
+        {"queue_id": queue_id, **body.model_dump()}, option=orjson.OPT_SORT_KEYS
+    )
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -42,33 +44,60 @@ async def cancel_ticket(
     async with pool.acquire() as conn, conn.transaction():
         req_hash = request_hash(queue_id, body)
         if idempotency_key is not None:
-            stored = await repo.lock_idempotency_key(conn, who.clinic_id, who.user_id, idempotency_key)
+            stored = await repo.lock_idempotency_key(
+                conn, who.clinic_id, who.user_id, idempotency_key
+            )
             if stored is not None:
                 if stored["request_hash"] != req_hash:
                     CANCELS.labels("idempotency_conflict").inc()
-                    raise Problem(422, "idempotency_key_reused",
-                                  "Idempotency-Key ini sudah dipakai untuk permintaan lain.")
+                    raise Problem(
+                        422,
+                        "idempotency_key_reused",
+                        "Idempotency-Key ini sudah dipakai untuk permintaan lain.",
+                    )
                 CANCELS.labels("replayed").inc()
                 return dict(stored["response_body"])
         row = await repo.get_ticket(conn, who.clinic_id, queue_id, for_update=True)
         if row is None:
             CANCELS.labels("not_found").inc()
-            raise Problem(404, "queue_not_found", f"Antrean {queue_id} tidak ditemukan.",
-                          title=domain.TITLE_CANNOT_CANCEL)
+            raise Problem(
+                404,
+                "queue_not_found",
+                f"Antrean {queue_id} tidak ditemukan.",
+                title=domain.TITLE_CANNOT_CANCEL,
+            )
         refusal = domain.cancel_refusal(row["status"])
         if refusal is not None:
             CANCELS.labels(refusal.code).inc()
-            raise Problem(refusal.status, refusal.code, refusal.detail, title=refusal.title,
-                          queue_status=row["status"])
+            raise Problem(
+                refusal.status,
+                refusal.code,
+                refusal.detail,
+                title=refusal.title,
+                queue_status=row["status"],
+            )
         sync = "pending" if domain.needs_bpjs_sync(row["payer"]) else None
         updated = await repo.mark_cancelled(
-            conn, queue_id, user_id=who.user_id, name=who.name, reason_code=body.reason_code,
-            reason_text=body.reason_text, bpjs_sync=sync,
+            conn,
+            queue_id,
+            user_id=who.user_id,
+            name=who.name,
+            reason_code=body.reason_code,
+            reason_text=body.reason_text,
+            bpjs_sync=sync,
         )
         await repo.audit(
-            conn, queue_id=queue_id, clinic_id=who.clinic_id, action="cancel", actor_id=who.user_id,
-            actor_name=who.name, from_status=row["status"], to_status="cancelled",
-            reason_code=body.reason_code, reason_text=body.reason_text, request_id=request_id,
+            conn,
+            queue_id=queue_id,
+            clinic_id=who.clinic_id,
+            action="cancel",
+            actor_id=who.user_id,
+            actor_name=who.name,
+            from_status=row["status"],
+            to_status="cancelled",
+            reason_code=body.reason_code,
+            reason_text=body.reason_text,
+            request_id=request_id,
         )
         await add_to_outbox(conn, topic, new_event(_cancelled_data(updated), source=EVENT_SOURCE))
         response = {
@@ -77,25 +106,37 @@ async def cancel_ticket(
             "message": domain.MESSAGE_CANCELLED,
         }
         if idempotency_key is not None:
-            await repo.store_idempotency_key(conn, who.clinic_id, who.user_id, idempotency_key,
-                                             req_hash, 200, response)
+            await repo.store_idempotency_key(
+                conn, who.clinic_id, who.user_id, idempotency_key, req_hash, 200, response
+            )
     CANCELS.labels("cancelled").inc()
     return response
 
 
 def _cancelled_data(row: asyncpg.Record) -> QueueCancelledData:
     return QueueCancelledData(
-        queue_id=row["id"], clinic_id=row["clinic_id"], room_id=row["room_id"],
-        ticket_number=row["ticket_number"], payer=row["payer"], bpjs=row["bpjs"],
-        reason_code=row["reason_code"], reason_text=row["reason_text"],
+        queue_id=row["id"],
+        clinic_id=row["clinic_id"],
+        room_id=row["room_id"],
+        ticket_number=row["ticket_number"],
+        payer=row["payer"],
+        bpjs=row["bpjs"],
+        reason_code=row["reason_code"],
+        reason_text=row["reason_text"],
         cancelled_by=CancelledBy(user_id=row["cancelled_by_id"], name=row["cancelled_by_name"]),
         cancelled_at=row["cancelled_at"],
     )
 
 
-async def register_ticket(pool: asyncpg.Pool, who: Principal, body: RegisterRequest, *,
-                          bpjs_service: str, timezone: str,
-                          request_id: str | None) -> dict[str, Any]:
+async def register_ticket(
+    pool: asyncpg.Pool,
+    who: Principal,
+    body: RegisterRequest,
+    *,
+    bpjs_service: str,
+    timezone: str,
+    request_id: str | None,
+) -> dict[str, Any]:
     bpjs = body.bpjs if body.payer == "BPJS" else None
     if body.payer == "BPJS":
         problem = domain.bpjs_problem(bpjs_service, bpjs)
@@ -107,29 +148,58 @@ async def register_ticket(pool: asyncpg.Pool, who: Principal, body: RegisterRequ
     async with pool.acquire() as conn, conn.transaction():
         seq = await repo.next_seq(conn, who.clinic_id, body.room_id, day)
         row = await repo.insert_ticket(
-            conn, clinic_id=who.clinic_id, room_id=body.room_id, service_date=day, ticket_seq=seq,
-            ticket_number=domain.ticket_number(body.room_id, seq), patient_mrn=body.patient.mrn,
-            patient_name=body.patient.name, payer=body.payer, bpjs=bpjs,
+            conn,
+            clinic_id=who.clinic_id,
+            room_id=body.room_id,
+            service_date=day,
+            ticket_seq=seq,
+            ticket_number=domain.ticket_number(body.room_id, seq),
+            patient_mrn=body.patient.mrn,
+            patient_name=body.patient.name,
+            payer=body.payer,
+            bpjs=bpjs,
         )
-        await repo.audit(conn, queue_id=row["id"], clinic_id=who.clinic_id, action="register",
-                         actor_id=who.user_id, actor_name=who.name, from_status=None,
-                         to_status="waiting", request_id=request_id)
+        await repo.audit(
+            conn,
+            queue_id=row["id"],
+            clinic_id=who.clinic_id,
+            action="register",
+            actor_id=who.user_id,
+            actor_name=who.name,
+            from_status=None,
+            to_status="waiting",
+            request_id=request_id,
+        )
     return queue_out(row)
 
 
-async def move_ticket(pool: asyncpg.Pool, who: Principal, queue_id: int, action: str, *,
-                      request_id: str | None) -> dict[str, Any]:
+async def move_ticket(
+    pool: asyncpg.Pool, who: Principal, queue_id: int, action: str, *, request_id: str | None
+) -> dict[str, Any]:
     async with pool.acquire() as conn, conn.transaction():
         row = await repo.get_ticket(conn, who.clinic_id, queue_id, for_update=True)
         if row is None:
             raise Problem(404, "queue_not_found", f"Antrean {queue_id} tidak ditemukan.")
         refusal = domain.transition_refusal(action, row["status"])
         if refusal is not None:
-            raise Problem(refusal.status, refusal.code, refusal.detail, title=refusal.title,
-                          queue_status=row["status"])
+            raise Problem(
+                refusal.status,
+                refusal.code,
+                refusal.detail,
+                title=refusal.title,
+                queue_status=row["status"],
+            )
         target = domain.TRANSITIONS[action][1]
         updated = await repo.set_status(conn, queue_id, target)
-        await repo.audit(conn, queue_id=queue_id, clinic_id=who.clinic_id, action=action,
-                         actor_id=who.user_id, actor_name=who.name, from_status=row["status"],
-                         to_status=target, request_id=request_id)
+        await repo.audit(
+            conn,
+            queue_id=queue_id,
+            clinic_id=who.clinic_id,
+            action=action,
+            actor_id=who.user_id,
+            actor_name=who.name,
+            from_status=row["status"],
+            to_status=target,
+            request_id=request_id,
+        )
     return queue_out(updated)

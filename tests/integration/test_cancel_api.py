@@ -31,7 +31,9 @@ def assert_problem(r, status: int, code: str, title: str | None = None) -> dict:
     return body
 
 
-async def test_cancel_of_waiting_bpjs_ticket_commits_ticket_audit_and_one_event(api, database, infra):
+async def test_cancel_of_waiting_bpjs_ticket_commits_ticket_audit_and_one_event(
+    api, database, infra
+):
     t = await api.register(payer="BPJS", bpjs={"booking_code": "2024/01/31/000123"})
     r = await api.cancel(t["id"], json={"reason_code": "no_show", "reason_text": "tidak datang"})
     assert r.status_code == 200, r.text
@@ -77,8 +79,14 @@ async def test_cancel_with_an_expired_token_is_401(api, database):
     from tests.fixtures.api import SECRET
 
     t = await api.register()
-    expired = issue_dev_token(SECRET, user_id="u", name="n", clinic_id="KLINIK-A",
-                              permissions=["cancel antrean"], ttl_s=-10)
+    expired = issue_dev_token(
+        SECRET,
+        user_id="u",
+        name="n",
+        clinic_id="KLINIK-A",
+        permissions=["cancel antrean"],
+        ttl_s=-10,
+    )
     assert_problem(await api.cancel(t["id"], tok=expired), 401, "unauthenticated")
     assert (await snapshot(database, t["id"]))[0]["status"] == "waiting"
 
@@ -132,7 +140,13 @@ async def test_malformed_id_is_422_invalid_request(api, raw_id):
 
 @pytest.mark.parametrize(
     "body",
-    [{"reason_code": "bosan"}, {"reason_code": "other", "extra": 1}, {"reason_text": "x" * 501}, [1], "x"],
+    [
+        {"reason_code": "bosan"},
+        {"reason_code": "other", "extra": 1},
+        {"reason_text": "x" * 501},
+        [1],
+        "x",
+    ],
     ids=["unknown-reason", "unknown-field", "text-too-long", "list", "string"],
 )
 async def test_malformed_body_is_422_and_changes_nothing(api, database, body):
@@ -144,7 +158,9 @@ async def test_malformed_body_is_422_and_changes_nothing(api, database, body):
 
 async def test_invalid_json_is_422(api, database):
     t = await api.register()
-    r = await api.cancel(t["id"], content=b"{not json", headers={"Content-Type": "application/json"})
+    r = await api.cancel(
+        t["id"], content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert_problem(r, 422, "invalid_request")
     assert (await snapshot(database, t["id"]))[0]["status"] == "waiting"
 
@@ -161,8 +177,11 @@ async def test_oversized_body_is_413_and_changes_nothing(api, database):
 async def test_wrong_content_type_is_415_and_changes_nothing(api, database):
     t = await api.register()
     before = await snapshot(database, t["id"])
-    r = await api.cancel(t["id"], content=b"reason_code=other",
-                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = await api.cancel(
+        t["id"],
+        content=b"reason_code=other",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert_problem(r, 415, "unsupported_media_type")
     assert await snapshot(database, t["id"]) == before
 
@@ -173,4 +192,6 @@ async def test_cancelled_ticket_can_never_be_moved_again(api):
     for path in ("terima", "selesai"):
         r = await api.client.post(f"/antrian_ruangan/{path}/{t['id']}", headers=auth(token()))
         assert_problem(r, 409, "invalid_transition")
-    assert (await api.client.get(f"/antrian_ruangan/{t['id']}", headers=auth(token()))).json()["status"] == "cancelled"
+    assert (await api.client.get(f"/antrian_ruangan/{t['id']}", headers=auth(token()))).json()[
+        "status"
+    ] == "cancelled"

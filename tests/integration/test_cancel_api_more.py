@@ -14,7 +14,9 @@ from tests.fixtures.infra import free_port
 pytestmark = pytest.mark.integration
 
 
-async def test_same_idempotency_key_twice_gives_identical_bodies_and_one_event(api, database, infra):
+async def test_same_idempotency_key_twice_gives_identical_bodies_and_one_event(
+    api, database, infra
+):
     t = await api.register(payer="BPJS")
     key = {"Idempotency-Key": "retry-abc-1"}
     first = await api.cancel(t["id"], json={"reason_code": "no_show"}, headers=key)
@@ -59,12 +61,16 @@ async def test_concurrent_retries_with_one_key_cancel_once(api, infra):
     assert len(await read_events(infra.kafka, api.topic, expect=1)) == 1
 
 
-async def test_user_of_another_clinic_can_neither_read_list_cancel_nor_learn_of_tickets(api, database):
+async def test_user_of_another_clinic_can_neither_read_list_cancel_nor_learn_of_tickets(
+    api, database
+):
     t = await api.register(clinic="KLINIK-A")
     b_all = token(clinic="KLINIK-B", perms=["cancel antrean", "update antrean", "create antrean"])
     r = await api.client.get(f"/antrian_ruangan/{t['id']}", headers=auth(b_all))
     assert r.status_code == 404 and r.json()["code"] == "queue_not_found"
-    r = await api.client.get("/antrian_ruangan", params={"room_id": "POLI-UMUM"}, headers=auth(b_all))
+    r = await api.client.get(
+        "/antrian_ruangan", params={"room_id": "POLI-UMUM"}, headers=auth(b_all)
+    )
     assert r.status_code == 200 and r.json() == {"items": []}
     missing = await api.cancel(99999999, tok=b_all)
     foreign = await api.cancel(t["id"], tok=b_all)
@@ -83,9 +89,13 @@ async def test_list_returns_waiting_tickets_of_a_room_ordered_by_number(api):
     made = [await api.register(name=f"P{i}") for i in range(3)]
     other_room = await api.register(room="POLI-GIGI", name="G")
     await api.cancel(made[1]["id"])
-    r = await api.client.get("/antrian_ruangan", params={"room_id": "POLI-UMUM"}, headers=auth(token()))
+    r = await api.client.get(
+        "/antrian_ruangan", params={"room_id": "POLI-UMUM"}, headers=auth(token())
+    )
     assert [q["id"] for q in r.json()["items"]] == [made[0]["id"], made[2]["id"]]
-    r = await api.client.get("/antrian_ruangan", params={"status": "cancelled"}, headers=auth(token()))
+    r = await api.client.get(
+        "/antrian_ruangan", params={"status": "cancelled"}, headers=auth(token())
+    )
     assert [q["id"] for q in r.json()["items"]] == [made[1]["id"]]
     r = await api.client.get("/antrian_ruangan", headers=auth(token()))
     assert other_room["id"] in [q["id"] for q in r.json()["items"]]
@@ -114,13 +124,30 @@ async def test_numbers_are_never_reused_after_a_cancel(api):
     "body",
     [
         {"room_id": "R", "patient": {"mrn": "1", "name": "x"}, "payer": "BPJS"},
-        {"room_id": "R", "patient": {"mrn": "1", "name": "x"}, "payer": "BPJS", "bpjs": {"card_number": "1"}},
+        {
+            "room_id": "R",
+            "patient": {"mrn": "1", "name": "x"},
+            "payer": "BPJS",
+            "bpjs": {"card_number": "1"},
+        },
         {"room_id": "", "patient": {"mrn": "1", "name": "x"}, "payer": "UMUM"},
         {"room_id": "R" * 65, "patient": {"mrn": "1", "name": "x"}, "payer": "UMUM"},
         {"room_id": "R", "patient": {"mrn": "1", "name": "x"}, "payer": "CASH"},
-        {"room_id": "R", "patient": {"mrn": "1", "name": "x"}, "payer": "UMUM", "bpjs": {"booking_code": "x"}},
+        {
+            "room_id": "R",
+            "patient": {"mrn": "1", "name": "x"},
+            "payer": "UMUM",
+            "bpjs": {"booking_code": "x"},
+        },
     ],
-    ids=["bpjs-missing", "bpjs-wrong-service-fields", "empty-room", "long-room", "bad-payer", "bpjs-on-umum"],
+    ids=[
+        "bpjs-missing",
+        "bpjs-wrong-service-fields",
+        "empty-room",
+        "long-room",
+        "bad-payer",
+        "bpjs-on-umum",
+    ],
 )
 async def test_register_with_bad_input_is_422_and_creates_nothing(api, body):
     r = await api.client.post("/antrian_ruangan", json=body, headers=auth(token()))
@@ -131,13 +158,17 @@ async def test_register_with_bad_input_is_422_and_creates_nothing(api, body):
 
 async def test_register_needs_create_permission(api):
     body = {"room_id": "R", "patient": {"mrn": "1", "name": "x"}, "payer": "UMUM"}
-    r = await api.client.post("/antrian_ruangan", json=body, headers=auth(token(perms=["cancel antrean"])))
+    r = await api.client.post(
+        "/antrian_ruangan", json=body, headers=auth(token(perms=["cancel antrean"]))
+    )
     assert r.status_code == 403 and r.json()["code"] == "forbidden"
 
 
 async def test_accept_then_finish_moves_a_ticket_forward_and_needs_update_permission(api):
     t = await api.register()
-    r = await api.client.post(f"/antrian_ruangan/terima/{t['id']}", headers=auth(token(perms=["cancel antrean"])))
+    r = await api.client.post(
+        f"/antrian_ruangan/terima/{t['id']}", headers=auth(token(perms=["cancel antrean"]))
+    )
     assert r.status_code == 403
     r = await api.client.post(f"/antrian_ruangan/selesai/{t['id']}", headers=auth(token()))
     assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
@@ -162,7 +193,9 @@ async def test_database_unreachable_gives_503_unavailable_and_not_ready(infra, t
     settings = CancelApiSettings(**api_env(dead, infra.kafka, topic_prefix))
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://api"
+        ) as c:
             r = await c.post("/antrian_ruangan/batal/1", headers=auth(token()))
             assert r.status_code == 503 and r.json()["code"] == "unavailable"
             assert r.json()["title"] == "Layanan sedang tidak tersedia, silakan coba lagi"

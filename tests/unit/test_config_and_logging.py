@@ -30,7 +30,9 @@ def test_dev_mode_has_a_dev_secret_and_jwks_turns_hs256_off():
 
 
 def test_secrets_do_not_appear_in_the_settings_repr():
-    s = BaseServiceSettings(AUTH_JWT_SECRET="very-secret-value", DATABASE_URL="postgresql://u:pw@h/d")
+    s = BaseServiceSettings(
+        AUTH_JWT_SECRET="very-secret-value", DATABASE_URL="postgresql://u:pw@h/d"
+    )
     assert "very-secret-value" not in repr(s) and ":pw@" not in repr(s)
 
 
@@ -39,7 +41,9 @@ def test_json_logs_redact_secret_fields_and_passwords_in_text():
     configure_logging("test", json=True)
     logging.getLogger().handlers[0].stream = stream  # type: ignore[attr-defined]
     get_logger("t").info(
-        "connecting", database_url="postgresql://u:hunter2@h/d", user_key="abc123",
+        "connecting",
+        database_url="postgresql://u:hunter2@h/d",
+        user_key="abc123",
         note="dsn postgresql://x:s3cret@h/db with Bearer eyJhbGciOi.payload.sig",
     )
     line = json.loads(stream.getvalue().strip().splitlines()[-1])

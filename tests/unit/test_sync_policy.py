@@ -15,9 +15,16 @@ POLICY = RetryPolicy(first_phase_s=20, backoff_base_s=0.5, max_interval_s=1800, 
 
 def verdict(kind, *, age_s=0.0, warned=False, attempts=1):
     created = NOW - timedelta(seconds=age_s)
-    return decide(kind, now=NOW, attempts=attempts, warned=warned,
-                  first_phase_until=created + timedelta(seconds=20),
-                  horizon_at=created + timedelta(days=7), policy=POLICY, rng=random.Random(1))
+    return decide(
+        kind,
+        now=NOW,
+        attempts=attempts,
+        warned=warned,
+        first_phase_until=created + timedelta(seconds=20),
+        horizon_at=created + timedelta(days=7),
+        policy=POLICY,
+        rng=random.Random(1),
+    )
 
 
 @pytest.mark.parametrize("kind", [OutcomeKind.SUCCESS, OutcomeKind.ALREADY_DONE])
