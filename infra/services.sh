@@ -12,7 +12,10 @@ start_one() {
   local name="$1" pidf="$RUN_DIR/$1.pid" log="$LOG_DIR/$1.log"
   exists "$name" || return 0
   if pid_alive "$pidf"; then say "$name" "already running (pid $(cat "$pidf"))"; return 0; fi
-  (cd "$REPO" && setsid nohup "$PY" -m "services.$name" >> "$log" 2>&1 < /dev/null & echo $! > "$pidf")
+  # No subshell: `$!` must be the service itself, and nothing may keep the caller's stdout open.
+  cd "$REPO"
+  setsid nohup "$PY" -m "services.$name" >> "$log" 2>&1 < /dev/null &
+  echo $! > "$pidf"
   if ! wait_port "${PORT[$name]}" 60 "$name"; then tail -20 "$log" >&2; return 1; fi
   say "$name" "running on 127.0.0.1:${PORT[$name]} (pid $(cat "$pidf"), log $log)"
 }

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.api",
     "tests.fixtures.bpjs_sim",
     "tests.fixtures.worker",
+    "tests.fixtures.stack",
 ]

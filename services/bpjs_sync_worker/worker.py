@@ -208,7 +208,7 @@ def _pages(app: faust.App, rt: Runtime, settings: WorkerSettings) -> None:
             try:
                 async with rt.db.acquire(timeout=2) as conn:
                     db_ok = bool(await conn.fetchval("select 1"))
-            except Exception:  # noqa: BLE001 - not ready
+            except Exception:
                 db_ok = False
         kafka_ok = await kafka_reachable(settings.kafka_bootstrap_servers)
         pool_ok = rt.task is not None and not rt.task.done()

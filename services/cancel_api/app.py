@@ -1,6 +1,5 @@
 """Wiring of the cancel API: `create_app(settings)` builds the FastAPI app and its lifespan."""
 
-
 import asyncio
 import contextlib
 import re
@@ -15,8 +14,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from services.cancel_api import repository as repo
-from services.cancel_api.admin import admin_router
 from services.cancel_api import service
+from services.cancel_api.admin import admin_router
 from services.cancel_api.config import CancelApiSettings
 from services.cancel_api.errors import Problem, install_handlers
 from services.cancel_api.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -28,6 +27,7 @@ from services.cancel_api.schemas import (
     RegisterRequest,
     queue_out,
 )
+from services.cancel_api.ui import ui_router
 from shared.auth import PERM_CANCEL, PERM_CREATE, PERM_UPDATE, AuthError, Principal, TokenVerifier
 from shared.db import create_pool
 from shared.events import TOPIC_QUEUE_CANCELLED
@@ -62,8 +62,9 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # min_size 0: the API starts (and answers 503) even while the database is away.
-        state.pool = await create_pool(settings.database_url.get_secret_value(), min_size=0,
-                                       max_size=settings.db_pool_max)
+        state.pool = await create_pool(
+            settings.database_url.get_secret_value(), min_size=0, max_size=settings.db_pool_max
+        )
         tasks = [asyncio.create_task(_housekeeping(state.pool, settings))]
         if settings.outbox_relay_enabled:
             state.relay = OutboxRelay(state.pool, settings.kafka_bootstrap_servers)
@@ -77,8 +78,12 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             await state.pool.close()
 
-    app = FastAPI(title="Antrean cancel API", version="1.0.0", lifespan=lifespan,
-                  default_response_class=JSONResponse)
+    app = FastAPI(
+        title="Antrean cancel API",
+        version="1.0.0",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     install_handlers(app)
@@ -93,6 +98,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         return await kafka_reachable(settings.kafka_bootstrap_servers)
 
     app.include_router(ops_router({"database": db_ok, "kafka": kafka_ok}))
+    app.include_router(ui_router(settings))
 
     def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
         scheme, _, token = (authorization or "").partition(" ")
@@ -115,16 +121,27 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
 
     Staff = Annotated[Principal, Depends(principal)]
 
-    @app.post("/antrian_ruangan/batal/{queue_id}", response_model=CancelResponse,
-              responses={409: {}, 404: {}, 422: {}, 503: {}})
-    async def cancel(queue_id: str, request: Request,
-                     who: Annotated[Principal, Depends(require(PERM_CANCEL))],
-                     idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Any:
+    @app.post(
+        "/antrian_ruangan/batal/{queue_id}",
+        response_model=CancelResponse,
+        responses={409: {}, 404: {}, 422: {}, 503: {}},
+    )
+    async def cancel(
+        queue_id: str,
+        request: Request,
+        who: Annotated[Principal, Depends(require(PERM_CANCEL))],
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> Any:
         qid = parse_id(queue_id)
         body = await _json_body(request, CancelRequest, optional=True)
         assert isinstance(body, CancelRequest)
         return await service.cancel_ticket(
-            state.pool, who, qid, body, topic=topic, idempotency_key=idempotency_key,
+            state.pool,
+            who,
+            qid,
+            body,
+            topic=topic,
+            idempotency_key=idempotency_key,
             request_id=request.state.request_id,
         )
 
@@ -132,7 +149,9 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
     async def list_queue(
         who: Staff,
         room_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-        status: Annotated[str, Query(pattern="^(waiting|called|accepted|done|cancelled)$")] = "waiting",
+        status: Annotated[
+            str, Query(pattern="^(waiting|called|accepted|done|cancelled)$")
+        ] = "waiting",
     ) -> Any:
         async with state.pool.acquire() as conn:
             rows = await repo.list_tickets(conn, who.clinic_id, room_id, status)
@@ -148,26 +167,35 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         return queue_out(row)
 
     @app.post("/antrian_ruangan", status_code=201, response_model=QueueOut)
-    async def register(request: Request,
-                       who: Annotated[Principal, Depends(require(PERM_CREATE))]) -> Any:
+    async def register(
+        request: Request, who: Annotated[Principal, Depends(require(PERM_CREATE))]
+    ) -> Any:
         body = await _json_body(request, RegisterRequest, optional=False)
         assert isinstance(body, RegisterRequest)
         return await service.register_ticket(
-            state.pool, who, body, bpjs_service=settings.bpjs_service,
-            timezone=settings.clinic_timezone, request_id=request.state.request_id,
+            state.pool,
+            who,
+            body,
+            bpjs_service=settings.bpjs_service,
+            timezone=settings.clinic_timezone,
+            request_id=request.state.request_id,
         )
 
     @app.post("/antrian_ruangan/terima/{queue_id}", response_model=QueueOut)
-    async def accept(queue_id: str, request: Request,
-                     who: Annotated[Principal, Depends(require(PERM_UPDATE))]) -> Any:
-        return await service.move_ticket(state.pool, who, parse_id(queue_id), "accept",
-                                         request_id=request.state.request_id)
+    async def accept(
+        queue_id: str, request: Request, who: Annotated[Principal, Depends(require(PERM_UPDATE))]
+    ) -> Any:
+        return await service.move_ticket(
+            state.pool, who, parse_id(queue_id), "accept", request_id=request.state.request_id
+        )
 
     @app.post("/antrian_ruangan/selesai/{queue_id}", response_model=QueueOut)
-    async def finish(queue_id: str, request: Request,
-                     who: Annotated[Principal, Depends(require(PERM_UPDATE))]) -> Any:
-        return await service.move_ticket(state.pool, who, parse_id(queue_id), "finish",
-                                         request_id=request.state.request_id)
+    async def finish(
+        queue_id: str, request: Request, who: Annotated[Principal, Depends(require(PERM_UPDATE))]
+    ) -> Any:
+        return await service.move_ticket(
+            state.pool, who, parse_id(queue_id), "finish", request_id=request.state.request_id
+        )
 
     app.include_router(admin_router(lambda: state.pool, require, parse_id, _json_body))
     app.state.resources = state
@@ -183,8 +211,11 @@ async def _json_body(request: Request, model: type[Any], *, optional: bool) -> A
         raise Problem(422, "invalid_request", "Body JSON wajib diisi.")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
-        raise Problem(415, "unsupported_media_type",
-                      f"Content-Type harus application/json, bukan {ctype or 'kosong'!r}.")
+        raise Problem(
+            415,
+            "unsupported_media_type",
+            f"Content-Type harus application/json, bukan {ctype or 'kosong'!r}.",
+        )
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -192,8 +223,9 @@ async def _json_body(request: Request, model: type[Any], *, optional: bool) -> A
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                           for e in exc.errors()[:5])
+        detail = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+        )
         raise Problem(422, "invalid_request", detail) from exc
 
 
@@ -202,9 +234,13 @@ async def _housekeeping(pool: asyncpg.Pool, settings: CancelApiSettings) -> None
     while True:
         try:
             async with pool.acquire() as conn:
-                await repo.purge_idempotency_keys(conn, max(24, settings.idempotency_retention_hours))
-                await conn.execute("delete from outbox where published_at < now() - interval '7 days'")
-        except Exception as exc:  # noqa: BLE001 - housekeeping must never stop the API
+                await repo.purge_idempotency_keys(
+                    conn, max(24, settings.idempotency_retention_hours)
+                )
+                await conn.execute(
+                    "delete from outbox where published_at < now() - interval '7 days'"
+                )
+        except Exception as exc:
             log.warning("housekeeping_failed", error=repr(exc))
         await asyncio.sleep(600)
 

@@ -1,0 +1,85 @@
+// Websocket client of the notifier (CONTRACT.md §6): auth, subscribe, resume, heartbeats, back-off.
+const CURSOR_KEY = "antrean.cursor";
+const PING_EVERY_MS = 20000;
+const PONG_WITHIN_MS = 10000;
+
+export class Live {
+  constructor({ url, token, rooms, onMessage, onState, onReconnected }) {
+    Object.assign(this, { url, token, rooms, onMessage, onState, onReconnected });
+    this.cursor = sessionStorage.getItem(CURSOR_KEY);
+    this.attempt = 0;
+    this.everReady = false;
+    this.stopped = false;
+  }
+
+  start() {
+    this.onState("connecting");
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    ws.onopen = () => ws.send(JSON.stringify({ type: "auth", token: this.token }));
+    ws.onmessage = (e) => this.receive(JSON.parse(e.data));
+    ws.onclose = (e) => this.closed(e.code);
+    ws.onerror = () => {};
+  }
+
+  receive(msg) {
+    this.lastHeard = Date.now();
+    if (msg.type === "ready") {
+      this.sendSubscribe();
+      if (!this.cursor) this.keep(msg.cursor);
+      // Always resume (even from `ready`'s own cursor): it ends the server's resume window at once.
+      this.ws.send(JSON.stringify({ type: "resume", cursor: this.cursor }));
+      const again = this.everReady;
+      this.everReady = true;
+      this.attempt = 0;
+      this.onState("live");
+      this.heartbeat();
+      if (again) this.onReconnected();
+      return;
+    }
+    if (msg.type === "error" && msg.code === "bad_cursor") this.cursor = null;
+    if (msg.type === "pong" || msg.type === "error") return;
+    if (msg.cursor) this.keep(msg.cursor);
+    this.onMessage(msg);
+  }
+
+  keep(cursor) {
+    this.cursor = cursor;
+    sessionStorage.setItem(CURSOR_KEY, cursor);
+  }
+
+  subscribe(rooms) {
+    this.rooms = rooms;
+    this.sendSubscribe();
+  }
+
+  sendSubscribe() {
+    if (this.ws?.readyState !== WebSocket.OPEN) return;
+    this.ws.send(JSON.stringify({ type: "subscribe", room_ids: this.rooms }));
+  }
+
+  heartbeat() {
+    clearInterval(this.pinger);
+    this.pinger = setInterval(() => {
+      if (this.ws?.readyState !== WebSocket.OPEN) return;
+      const sentAt = Date.now();
+      this.ws.send(JSON.stringify({ type: "ping" }));
+      setTimeout(() => {
+        if (this.lastHeard < sentAt && this.ws?.readyState === WebSocket.OPEN) this.ws.close();
+      }, PONG_WITHIN_MS);
+    }, PING_EVERY_MS);
+  }
+
+  closed(code) {
+    clearInterval(this.pinger);
+    if (this.stopped) return;
+    if (code === 4401 || code === 4403) {
+      this.onState("denied");
+      return;
+    }
+    this.onState("offline");
+    const delay = Math.min(15000, 500 * 2 ** this.attempt) * (0.75 + Math.random() / 2);
+    this.attempt += 1;
+    setTimeout(() => this.start(), delay);
+  }
+}

@@ -1,0 +1,27 @@
+"""Settings of the notifier (environment variables of CONTRACT.md §2 plus its own)."""
+
+from pydantic import Field
+
+from shared.config import BaseServiceSettings
+
+
+class NotifierSettings(BaseServiceSettings):
+    http_host: str = Field(default="127.0.0.1", alias="HTTP_HOST")
+    port: int = Field(default=8001, alias="NOTIFIER_PORT")
+    # The client must authenticate within this many seconds (CONTRACT.md §6) or gets 4401.
+    auth_deadline_s: float = Field(default=10.0, alias="NOTIFIER_AUTH_DEADLINE_S")
+    # Websocket pings: a peer that does not answer within the timeout is dropped.
+    ping_interval_s: float = Field(default=20.0, alias="NOTIFIER_PING_INTERVAL_S")
+    ping_timeout_s: float = Field(default=20.0, alias="NOTIFIER_PING_TIMEOUT_S")
+    # Messages waiting for one browser; more than this and the session is closed (4408).
+    max_queue: int = Field(default=2000, alias="NOTIFIER_MAX_QUEUE")
+    # After `ready`, live messages wait this long for a `resume` so replay comes first.
+    resume_window_s: float = Field(default=1.0, alias="NOTIFIER_RESUME_WINDOW_S")
+    # Recent records kept in memory per partition for cheap resumes; older ones are read back
+    # from Kafka (topics keep 7 days, so resume works for at least 24 hours).
+    history_per_partition: int = Field(default=20000, alias="NOTIFIER_HISTORY_PER_PARTITION")
+    replay_concurrency: int = Field(default=4, alias="NOTIFIER_REPLAY_CONCURRENCY")
+
+    @classmethod
+    def from_env(cls) -> "NotifierSettings":
+        return cls()

@@ -1,0 +1,142 @@
+"""Kafka side of the notifier: a live reader of every partition, and ranged reads for resumes.
+
+Every instance reads every partition itself (`group_id=None`, manual `assign()`), so several
+notifiers behind a load balancer each deliver to their own sessions; nothing is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
+
+from services.notifier.config import NotifierSettings
+from services.notifier.cursor import TP, Position
+from services.notifier.hub import RawRecord
+from shared.events import TOPIC_BPJS_SYNC_FAILED, TOPIC_BPJS_SYNCED, TOPIC_QUEUE_CANCELLED
+from shared.kafka import make_consumer
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+LOGICAL_TOPICS = (TOPIC_QUEUE_CANCELLED, TOPIC_BPJS_SYNCED, TOPIC_BPJS_SYNC_FAILED)
+
+
+class KafkaSource:
+    def __init__(self, settings: NotifierSettings) -> None:
+        self._bootstrap = settings.kafka_bootstrap_servers
+        self._real = {lt: settings.topic(lt) for lt in LOGICAL_TOPICS}
+        self._logical = {real: lt for lt, real in self._real.items()}
+        self._consumer: AIOKafkaConsumer | None = None
+        self.running = False
+
+    def _consumer_for(self) -> AIOKafkaConsumer:
+        return make_consumer(self._bootstrap, group_id=None, fetch_max_wait_ms=10)
+
+    def _tp(self, tp: TopicPartition) -> TP:
+        return (self._logical[tp.topic], tp.partition)
+
+    def _real_tp(self, tp: TP) -> TopicPartition:
+        return TopicPartition(self._real[tp[0]], tp[1])
+
+    async def _partitions(self) -> list[TopicPartition]:
+        """Every partition of the three topics (waits until the topics exist)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=15000)
+        await admin.start()
+        try:
+            while True:
+                described = await admin.describe_topics(list(self._real.values()))
+                found = [
+                    TopicPartition(t["topic"], p["partition"])
+                    for t in described
+                    for p in t["partitions"]
+                ]
+                if all(t["error_code"] == 0 and t["partitions"] for t in described):
+                    return sorted(found)
+                log.warning("topics_missing", topics=list(self._real.values()))
+                await asyncio.sleep(1)
+        finally:
+            await admin.close()
+
+    async def start(self) -> Position:
+        """Assign every partition at its end; returns that position."""
+        tps = await self._partitions()
+        consumer = self._consumer_for()
+        await consumer.start()
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        self._consumer = consumer
+        return {self._tp(tp): await consumer.position(tp) for tp in tps}
+
+    async def run(
+        self, ingest: Callable[[list[RawRecord]], None], on_lag: Callable[[dict[TP, int]], None]
+    ) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        self.running = True
+        try:
+            while True:
+                try:
+                    batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # keep reading after broker hiccups
+                    self.running = False
+                    log.warning("kafka_fetch_failed", error=repr(exc))
+                    await asyncio.sleep(1)
+                    continue
+                self.running = True
+                if batch:
+                    ingest(self._merge(batch))
+                on_lag({self._tp(tp): consumer.highwater(tp) or 0 for tp in consumer.assignment()})
+        finally:
+            self.running = False
+
+    def _merge(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> list[RawRecord]:
+        # Oldest first across partitions; each partition keeps its own order.
+        lists = [
+            [RawRecord(self._tp(tp), r.offset, r.timestamp, r.value) for r in recs]
+            for tp, recs in batch.items()
+        ]
+        return list(heapq.merge(*lists, key=lambda r: r.timestamp))
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def read_range(
+        self, ranges: dict[TP, tuple[int, int]], timeout_s: float = 30.0
+    ) -> dict[TP, list[RawRecord]]:
+        """Records [first, stop) of each partition, from a short-lived consumer of its own."""
+        consumer = self._consumer_for()
+        await consumer.start()
+        out: dict[TP, list[RawRecord]] = {tp: [] for tp in ranges}
+        try:
+            real = {self._real_tp(tp): rng for tp, rng in ranges.items()}
+            consumer.assign(list(real))
+            for tp, (first, _) in real.items():
+                consumer.seek(tp, first)
+            pending = set(real)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            while pending and loop.time() < deadline:
+                batch = await consumer.getmany(*pending, timeout_ms=200, max_records=5000)
+                for tp, recs in batch.items():
+                    stop = real[tp][1]
+                    out[self._tp(tp)].extend(
+                        RawRecord(self._tp(tp), r.offset, r.timestamp, r.value)
+                        for r in recs
+                        if r.offset < stop
+                    )
+                for tp in list(pending):
+                    if await consumer.position(tp) >= real[tp][1]:
+                        pending.discard(tp)
+            if pending:
+                raise TimeoutError(f"replay could not read {len(pending)} partition(s) in time")
+        finally:
+            await consumer.stop()
+        return out

@@ -1,0 +1,30 @@
+"""Prometheus metrics of the notifier, on a registry of its own app (no import-time globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class NotifierMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.sessions = Gauge(
+            "notifier_sessions", "Open authenticated websocket sessions", registry=r
+        )
+        self.sent = Counter(
+            "notifier_messages_sent", "Messages written to websockets", ["type"], registry=r
+        )
+        self.send_lag = Histogram(
+            "notifier_send_lag_seconds",
+            "Time a message waited in its session's send queue",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "notifier_consumer_lag", "Records in Kafka not yet read by this notifier", registry=r
+        )
+        self.closed = Counter(
+            "notifier_sessions_closed", "Sessions closed by the server", ["reason"], registry=r
+        )
+        self.replays = Counter("notifier_resumes", "Resumes served", ["source"], registry=r)

@@ -1,0 +1,308 @@
+"""The staff UI in Debian's Chromium (Playwright) against the whole stack as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.fixtures.api import read_events, token
+from tests.fixtures.infra import wait_until
+
+pytestmark = pytest.mark.browser
+
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+PROGRESS = "Sedang membatalkan antrean, harap tunggu..."
+SUCCESS = "Antrean berhasil dibatalkan"
+FAILURE = "Tidak dapat membatalkan antrean"
+WARNING = (
+    "Pembatalan berhasil, namun terjadi masalah sinkronisasi dengan BPJS. "
+    "Silakan hubungi administrator jika diperlukan."
+)
+ADMIN = ["cancel antrean", "manage bpjs sync"]
+
+
+@pytest.fixture(scope="module")
+async def browser():
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
+        yield b
+        await b.close()
+
+
+async def open_room(
+    browser: Browser,
+    stack,
+    tok: str | None = None,
+    room: str = "POLI-UMUM",
+    before=None,
+    **viewport,
+) -> Page:
+    ctx = await browser.new_context(viewport=viewport or {"width": 1366, "height": 768})
+    page = await ctx.new_page()
+    if before is not None:
+        await before(page)
+    await page.goto(stack.ui_url(tok or token(), room))
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=15000)
+    return page
+
+
+def card(page: Page, ticket: dict):
+    return page.locator(f'.card[data-queue-id="{ticket["id"]}"]')
+
+
+async def open_dialog(page: Page, ticket: dict) -> None:
+    await card(page, ticket).locator("button.x").click()
+    await expect(page.locator("#confirm")).to_be_visible()
+
+
+async def test_room_shows_cards_and_the_dialog_has_the_exact_text_and_tidak_sends_nothing(
+    browser, stack
+):
+    a = await stack.register("Siti Aminah", payer="BPJS")
+    await stack.register("Budi Santoso", payer="UMUM")
+    await stack.register("Rudi Hartono", payer="ASURANSI")
+    page = await open_room(browser, stack)
+    await expect(page.locator(".card")).to_have_count(3)
+    await expect(card(page, a).locator(".ticket")).to_have_text(a["ticket_number"])
+    await expect(card(page, a).locator(".patient")).to_have_text("Siti Aminah")
+    await expect(card(page, a).locator(".badge")).to_have_text("BPJS")
+    assert "#token=" not in page.url  # the token left the address bar
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / "room.png"))
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if "/batal/" in r.url else None)
+    await open_dialog(page, a)
+    await expect(page.locator("#confirm-title")).to_have_text(
+        f"Apakah anda yakin membatalkan antrean nomor tiket #{a['ticket_number']}?"
+    )
+    await expect(page.locator("#confirm-yes")).to_have_text("Ya")
+    await page.locator("#confirm-no").click()
+    await expect(page.locator("#confirm")).to_be_hidden()
+    await expect(card(page, a)).to_be_visible()
+    assert sent == []
+    assert (await stack.get(f"/antrian_ruangan/{a['id']}")).json()["status"] == "waiting"
+
+
+async def test_keyboard_only_focus_moves_into_the_dialog_esc_means_tidak_and_focus_returns(
+    browser, stack
+):
+    a = await stack.register("Siti")
+    page = await open_room(browser, stack)
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if "/batal/" in r.url else None)
+    button = card(page, a).locator("button.x")
+    await button.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#confirm")).to_be_visible()
+    assert await page.evaluate(
+        "document.getElementById('confirm').contains(document.activeElement)"
+    )
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#confirm")).to_be_hidden()
+    await expect(button).to_be_focused()
+    assert sent == []
+
+
+async def test_ya_gives_progress_toast_overlay_then_card_removal_and_success_toast(browser, stack):
+    a = await stack.register("Siti")
+    page = await open_room(browser, stack)
+    release = asyncio.Event()
+
+    async def hold(route):
+        await release.wait()
+        await route.continue_()
+
+    await page.route("**/antrian_ruangan/batal/*", hold)
+    await open_dialog(page, a)
+    await page.locator("input[value=no_show]").check()
+    await page.locator("#confirm-yes").click()
+    await expect(page.locator(".toast.progress")).to_have_text(PROGRESS)
+    await expect(page.locator("#overlay")).to_be_visible()
+    await expect(page.locator("#main")).to_have_attribute("aria-busy", "true")
+    await expect(page.locator("#toasts")).to_have_attribute("aria-live", "polite")
+    release.set()
+    await expect(card(page, a)).to_have_count(0)
+    await expect(page.locator(".toast.success .toast-text")).to_have_text(SUCCESS)
+    await expect(page.locator("#overlay")).to_be_hidden()
+    await expect(page.locator("#main")).to_have_attribute("aria-busy", "false")
+    got = (await stack.get(f"/antrian_ruangan/{a['id']}")).json()
+    assert (got["status"], got["reason_code"]) == ("cancelled", "no_show")
+
+
+async def test_a_second_browser_on_the_same_room_loses_the_card_within_a_second(browser, stack):
+    a = await stack.register("Siti")
+    first, second = await open_room(browser, stack), await open_room(browser, stack)
+    await expect(card(second, a)).to_be_visible()
+    await open_dialog(first, a)
+    async with first.expect_response(lambda r: "/batal/" in r.url) as info:
+        await first.locator("#confirm-yes").click()
+    assert (await info.value).status == 200
+    await card(second, a).wait_for(state="detached", timeout=1000)
+
+
+async def test_a_ticket_accepted_meanwhile_gives_the_error_toast_and_keeps_the_card(browser, stack):
+    a = await stack.register("Siti")
+    page = await open_room(browser, stack)
+    await open_dialog(page, a)
+    r = await stack.post(f"/antrian_ruangan/terima/{a['id']}")
+    assert r.status_code == 200, r.text
+    await page.locator("#confirm-yes").click()
+    await expect(page.locator(".toast.error .toast-text")).to_have_text(FAILURE)
+    await expect(card(page, a)).to_be_visible()
+    await expect(page.locator("#overlay")).to_be_hidden()
+
+
+async def test_a_request_cut_off_mid_flight_removes_the_overlay_and_a_retry_cancels_once(
+    browser, stack, infra
+):
+    a = await stack.register("Siti")
+    cut = {"on": True}
+
+    async def live_through_the_cut(page: Page) -> None:
+        # While the connection is "cut", the page hears nothing from the notifier either.
+        def route(ws) -> None:
+            server = ws.connect_to_server()
+            ws.on_message(server.send)
+            server.on_message(
+                lambda m: None if cut["on"] and "queue.cancelled" in m else ws.send(m)
+            )
+
+        await page.route_web_socket(stack.notifier_ws, route)
+
+    page = await open_room(browser, stack, before=live_through_the_cut)
+    keys: list[str] = []
+
+    async def cut_first(route):
+        keys.append(route.request.headers.get("idempotency-key", ""))
+        if len(keys) == 1:
+            await route.fetch()  # the server cancels, but the answer never reaches the page
+            await route.abort("connectionreset")
+        else:
+            await route.continue_()
+
+    await page.route("**/antrian_ruangan/batal/*", cut_first)
+    await open_dialog(page, a)
+    await page.locator("#confirm-yes").click()
+    await expect(page.locator(".toast.error .toast-text")).to_contain_text("Koneksi terputus")
+    await expect(page.locator("#overlay")).to_be_hidden()
+    await expect(card(page, a)).to_be_visible()
+    cut["on"] = False
+    await open_dialog(page, a)
+    await page.locator("#confirm-yes").click()
+    await expect(card(page, a)).to_have_count(0)
+    await expect(page.locator(".toast.success .toast-text")).to_have_text(SUCCESS)
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1]
+    events = await read_events(infra.kafka, f"{stack.topic_prefix}queue-cancelled", expect=1)
+    assert [e.data["queue_id"] for _, e in events] == [a["id"]]
+
+
+async def test_a_user_without_the_permission_sees_no_x(browser, stack):
+    await stack.register("Siti")
+    page = await open_room(browser, stack, token(perms=["create antrean", "update antrean"]))
+    await expect(page.locator(".card")).to_have_count(1)
+    await expect(page.locator("button.x")).to_have_count(0)
+
+
+async def test_english_can_be_selected_and_the_ui_fits_a_tablet(browser, stack):
+    a = await stack.register("Siti")
+    page = await open_room(browser, stack, width=800, height=1280)
+    await page.locator("#lang").select_option("en")
+    await expect(card(page, a).locator(".x-label")).to_have_text("Cancel")
+    await open_dialog(page, a)
+    await expect(page.locator("#confirm-title")).to_have_text(
+        f"Are you sure you want to cancel queue ticket #{a['ticket_number']}?"
+    )
+    box = await page.locator("#confirm").bounding_box()
+    assert box is not None and box["width"] <= 800
+    await page.keyboard.press("Escape")
+    await page.locator("#lang").select_option("id")
+
+
+async def test_bpjs_failure_gives_the_success_toast_then_the_exact_warning_until_dismissed(
+    browser, bpjs_stack
+):
+    bpjs_stack.sim.seed_booking("BK-WARN")
+    bpjs_stack.sim.set_fault("antreanrs:batal", "http_504")
+    a = await bpjs_stack.register("Siti Aminah", payer="BPJS", booking="BK-WARN")
+    page = await open_room(browser, bpjs_stack)
+    await open_dialog(page, a)
+    await page.locator("#confirm-yes").click()
+    await expect(page.locator(".toast.success .toast-text")).to_have_text(SUCCESS)
+    warning = page.locator(".toast.warning")
+    await expect(warning.locator(".toast-text")).to_have_text(WARNING, timeout=30000)
+    await expect(warning).to_have_attribute("role", "alert")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / "bpjs-warning.png"))
+    await expect(page.locator(".toast.success")).to_have_count(0, timeout=10000)
+    await expect(warning).to_be_visible()  # the success toast went away; the warning stays
+    await warning.locator(".toast-close").click()
+    await expect(warning).to_have_count(0)
+
+
+async def test_admin_view_lists_unsynced_cancellations_retries_and_resolves_with_a_note(
+    browser, bpjs_stack
+):
+    sim = bpjs_stack.sim
+    sim.seed_booking("BK-RETRY")
+    sim.set_fault("antreanrs:batal", "business_201", times=1, message="Sedang gangguan")
+    sim.seed_booking("BK-DONE", served=True)  # BPJS refuses this one for good
+    admin = token(perms=ADMIN, user="u-adm", name="Admin")
+
+    async def failed_ids() -> set[int]:
+        r = await bpjs_stack.get("/bpjs_sync?status=failed", admin)
+        return {i["queue"]["id"] for i in r.json()["items"]}
+
+    tickets = []
+    # One after the other: the one-shot fault must hit the ticket meant for the retry.
+    for name, booking in (("Ani", "BK-RETRY"), ("Budi", "BK-DONE")):
+        t = await bpjs_stack.register(name, payer="BPJS", booking=booking)
+        r = await bpjs_stack.post(
+            f"/antrian_ruangan/batal/{t['id']}", json={"reason_code": "no_show"}
+        )
+        assert r.status_code == 200, r.text
+        await wait_until(lambda t=t: _has(failed_ids(), t["id"]), 30, what=f"{name} sync failed")
+        tickets.append(t)
+    retry, resolve = tickets
+    page = await open_room(browser, bpjs_stack, admin)
+    await page.locator("#tab-admin").click()
+    rows = page.locator("#admin-table tbody tr")
+    row_retry = page.locator(f'#admin-table tr[data-queue-id="{retry["id"]}"]')
+    row_resolve = page.locator(f'#admin-table tr[data-queue-id="{resolve["id"]}"]')
+    await expect(rows).to_have_count(2)
+    await expect(row_retry).to_contain_text(retry["ticket_number"])
+    await expect(row_retry).to_contain_text("Ani")
+    await expect(row_retry).to_contain_text("Tidak hadir")
+    await expect(row_retry).to_contain_text("Sedang gangguan")
+    await row_retry.locator("[data-action=retry]").click()
+    await expect(page.locator(".toast.success .toast-text").first).to_have_text(
+        "Sinkronisasi BPJS dijadwalkan ulang"
+    )
+    await expect(row_retry).to_have_count(0, timeout=30000)  # synced: no longer unsynced
+    await row_resolve.locator("[data-action=resolve]").click()
+    await expect(page.locator("#resolve")).to_be_visible()
+    await page.locator("#resolve-save").click()  # an empty note is refused by the form
+    await expect(page.locator("#resolve")).to_be_visible()
+    await page.locator("#resolve-note").fill("Dibatalkan manual di portal BPJS")
+    await page.locator("#resolve-save").click()
+    await expect(row_resolve).to_have_count(0)
+    done = (await bpjs_stack.get("/bpjs_sync?status=resolved_manually", admin)).json()["items"]
+    assert [(i["queue"]["id"], i["sync"]["resolved_note"]) for i in done] == [
+        (resolve["id"], "Dibatalkan manual di portal BPJS")
+    ]
+    synced = (await bpjs_stack.get(f"/antrian_ruangan/{retry['id']}", admin)).json()
+    assert synced["bpjs_sync"] == "synced"
+
+
+async def _has(ids, wanted: int) -> bool:
+    return wanted in await ids

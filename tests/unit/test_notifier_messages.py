@@ -1,0 +1,196 @@
+"""Notifier rules without I/O: event -> message mapping, routing, cursors, session queues."""
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from services.notifier import cursor
+from services.notifier.config import NotifierSettings
+from services.notifier.hub import Hub, RawRecord
+from services.notifier.messages import BPJS_WARNING, Audience, delivers, to_message
+from services.notifier.metrics import NotifierMetrics
+from services.notifier.session import CLOSE_TOO_SLOW, Session
+from shared.events import (
+    BpjsSyncedData,
+    BpjsSyncFailedData,
+    CancelledBy,
+    QueueCancelledData,
+    encode_event,
+    new_event,
+)
+
+BY = CancelledBy(user_id="u-rina", name="Rina")
+
+
+def cancelled(clinic="K1", room="POLI-UMUM", qid=7):
+    return new_event(
+        QueueCancelledData(
+            queue_id=qid,
+            clinic_id=clinic,
+            room_id=room,
+            ticket_number="A-007",
+            payer="UMUM",
+            bpjs=None,
+            reason_code="other",
+            reason_text=None,
+            cancelled_by=BY,
+            cancelled_at=datetime.now(UTC),
+        ),
+        source="t",
+    )
+
+
+def failed(clinic="K1"):
+    return new_event(
+        BpjsSyncFailedData(
+            queue_id=7,
+            clinic_id=clinic,
+            ticket_number="A-007",
+            cancelled_by=BY,
+            cancel_event_id="e",
+            attempts=5,
+            error_kind="rejected",
+            bpjs_code=201,
+            error="x",
+            will_retry=False,
+            failed_at=datetime.now(UTC),
+        ),
+        source="t",
+    )
+
+
+def synced(recovered=True):
+    return new_event(
+        BpjsSyncedData(
+            queue_id=7,
+            clinic_id="K1",
+            ticket_number="A-007",
+            cancelled_by=BY,
+            cancel_event_id="e",
+            attempts=2,
+            bpjs_code=200,
+            bpjs_message="Ok",
+            synced_at=datetime.now(UTC),
+            recovered=recovered,
+        ),
+        source="t",
+    )
+
+
+def test_queue_cancelled_maps_to_the_contract_fields():
+    ev = cancelled()
+    msg = to_message(ev)
+    assert msg is not None and msg.kind == "queue" and msg.room_id == "POLI-UMUM"
+    assert msg.body == {
+        "type": "queue.cancelled",
+        "event_id": ev.id,
+        "queue_id": 7,
+        "room_id": "POLI-UMUM",
+        "ticket_number": "A-007",
+        "payer": "UMUM",
+        "cancelled_by": {"user_id": "u-rina", "name": "Rina"},
+    }
+
+
+def test_bpjs_outcomes_map_with_the_exact_warning_text():
+    warn = to_message(failed())
+    assert warn is not None and warn.cancelling_user == "u-rina"
+    assert warn.body["type"] == "bpjs.sync_failed" and warn.body["will_retry"] is False
+    assert (
+        warn.body["message"]
+        == BPJS_WARNING
+        == (
+            "Pembatalan berhasil, namun terjadi masalah sinkronisasi dengan BPJS. "
+            "Silakan hubungi administrator jika diperlukan."
+        )
+    )
+    ok = to_message(synced())
+    assert ok is not None and ok.body["type"] == "bpjs.synced" and ok.body["recovered"] is True
+
+
+def test_routing_by_clinic_room_user_and_permission():
+    q, b = to_message(cancelled(room="R1")), to_message(failed())
+    assert q is not None and b is not None
+    staff = Audience("u-budi", "K1", manages_bpjs=False)
+    assert delivers(staff, q) and not delivers(staff, b)
+    assert delivers(Audience("u-rina", "K1", False), b)
+    assert delivers(Audience("u-adm", "K1", True), b)
+    assert not delivers(Audience("u-rina", "K2", True), b)  # never across clinics
+    assert not delivers(Audience("u-x", "K2", False), q)
+    assert not delivers(Audience("u-x", "K1", False, frozenset({"R2"})), q)
+    assert delivers(Audience("u-x", "K1", False, frozenset({"R1"})), q)
+
+
+def test_cursor_round_trips_and_rejects_garbage():
+    pos = {("queue-cancelled", 0): 12, ("bpjs-synced", 3): 0}
+    assert cursor.decode(cursor.encode(pos)) == pos
+    for bad in ("", "!!!", "e30", cursor.encode({}).replace("e", "x"), "W1tdXQ"):
+        with pytest.raises(cursor.CursorError):
+            cursor.decode(bad)
+    assert cursor.maximum({("a", 0): 3}, {("a", 0): 1, ("b", 0): 2}) == {("a", 0): 3, ("b", 0): 2}
+
+
+def test_defaults_follow_the_contract():
+    s = NotifierSettings.from_env()
+    assert s.port == 8001 and s.auth_deadline_s == 10.0 and s.http_host == "127.0.0.1"
+
+
+class FakeSocket:
+    def __init__(self, stall: bool = False) -> None:
+        self.sent: list[str] = []
+        self.closed_with: int | None = None
+        self.stall = asyncio.Event() if stall else None
+
+    async def send_text(self, data: str) -> None:
+        if self.stall is not None:
+            await self.stall.wait()
+        self.sent.append(data)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        self.closed_with = code
+
+
+def record(offset: int, ev) -> RawRecord:
+    return RawRecord(("queue-cancelled", 0), offset, offset, encode_event(ev))
+
+
+async def test_a_stalled_session_is_closed_and_never_delays_the_others():
+    metrics = NotifierMetrics()
+
+    async def no_kafka(_):
+        raise AssertionError("not needed")
+
+    hub = Hub(metrics, no_kafka, history_per_partition=100, replay_concurrency=1)
+    hub.start({("queue-cancelled", 0): 0})
+    fast_ws, slow_ws = FakeSocket(), FakeSocket(stall=True)
+    fast, slow = (Session(ws, Audience("u", "K1", False), 5, metrics) for ws in (fast_ws, slow_ws))
+    for s in (fast, slow):
+        hub.add(s)
+        s.release()
+    writers = [asyncio.create_task(s.run_writer()) for s in (fast, slow)]
+    for i in range(20):
+        hub.ingest([record(i, cancelled(qid=i + 1))])
+        await asyncio.sleep(0)  # let the fast writer run, as the event loop would
+    assert slow.closed and len(fast_ws.sent) == 20
+    slow_ws.stall.set()
+    await asyncio.wait_for(writers[1], 5)
+    assert slow_ws.closed_with == CLOSE_TOO_SLOW
+    writers[0].cancel()
+
+
+async def test_duplicated_delivery_is_sent_once():
+    metrics = NotifierMetrics()
+    hub = Hub(metrics, None, history_per_partition=100, replay_concurrency=1)  # type: ignore[arg-type]
+    hub.start({("queue-cancelled", 0): 0})
+    ws = FakeSocket()
+    s = Session(ws, Audience("u", "K1", False), 50, metrics)
+    hub.add(s)
+    s.release()
+    writer = asyncio.create_task(s.run_writer())
+    ev = cancelled()
+    hub.ingest([record(0, ev), record(1, ev), record(2, cancelled(qid=9))])
+    while not any('"queue_id":9' in m for m in ws.sent):  # the last one: FIFO, so all are in
+        await asyncio.sleep(0)
+    assert len(ws.sent) == 2
+    writer.cancel()
