@@ -6,7 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -38,9 +38,12 @@ def redact_secrets(
     return event_dict
 
 
-def configure_logging(service: str, level: str = "INFO", *, json: bool | None = None) -> None:
+def configure_logging(
+    service: str, level: str = "INFO", *, json: bool | None = None, stream: TextIO | None = None
+) -> None:
     """Route structlog and stdlib logging through one redacting renderer."""
-    use_json = (not sys.stderr.isatty()) if json is None else json
+    out = stream or sys.stderr
+    use_json = (not out.isatty()) if json is None else json
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -58,7 +61,7 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool | None = 
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

@@ -8,6 +8,7 @@ is recorded as a dead letter), so an acked offset always has its job.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import asyncpg
@@ -23,7 +24,7 @@ from shared.db import create_pool
 from shared.events import TOPIC_QUEUE_CANCELLED, QueueCancelledData, decode_event
 from shared.events.envelope import UnknownEventError
 from shared.kafka import kafka_reachable
-from shared.logging import get_logger
+from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 
 log = get_logger(__name__)
@@ -73,6 +74,8 @@ def create_worker(settings: WorkerSettings) -> faust.App:
 
     @app.task  # type: ignore[untyped-decorator]
     async def start_pool() -> None:
+        # faust (mode) installs its own log format when the worker starts: put ours back.
+        configure_logging("bpjs-sync-worker", settings.log_level, stream=sys.__stderr__)
         rt.db = await _connect(settings)
         rt.client = BpjsClient(
             settings.base_url,
