@@ -153,19 +153,7 @@ async def _record(rt: Runtime, settings: WorkerSettings, message: Any) -> None:
         data = cloud.payload()
         assert isinstance(data, QueueCancelledData)
     except (UnknownEventError, AssertionError) as exc:
-        async with rt.db.acquire() as conn:
-            await jobs.record_dead_letter(
-                conn,
-                settings.consumer_group,
-                message.topic,
-                message.partition,
-                message.offset,
-                message.key,
-                message.value,
-                str(exc),
-            )
-        RECEIVED.labels("dead_letter").inc()
-        log.error("undecodable_event", topic=message.topic, offset=message.offset, error=str(exc))
+        await _dead_letter(rt, settings, message, str(exc))
         return
     if data.payer != "BPJS":
         RECEIVED.labels("not_bpjs").inc()
@@ -181,22 +169,29 @@ async def _record(rt: Runtime, settings: WorkerSettings, message: Any) -> None:
                 horizon_s=settings.horizon_s,
             )
     except asyncpg.ForeignKeyViolationError as exc:
-        async with rt.db.acquire() as conn:
-            await jobs.record_dead_letter(
-                conn,
-                settings.consumer_group,
-                message.topic,
-                message.partition,
-                message.offset,
-                message.key,
-                message.value,
-                f"unknown queue ticket: {exc}",
-            )
-        RECEIVED.labels("dead_letter").inc()
+        await _dead_letter(rt, settings, message, f"unknown queue ticket: {exc}")
         return
     RECEIVED.labels("recorded" if created else "duplicate").inc()
     if created and rt.pool is not None:
         rt.pool.wake.set()
+
+
+async def _dead_letter(rt: Runtime, settings: WorkerSettings, message: Any, error: str) -> None:
+    """Keep a message we cannot act on where an operator can see it (never drop it silently)."""
+    assert rt.db is not None
+    async with rt.db.acquire() as conn:
+        await jobs.record_dead_letter(
+            conn,
+            settings.consumer_group,
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value,
+            error,
+        )
+    RECEIVED.labels("dead_letter").inc()
+    log.error("dead_letter", topic=message.topic, offset=message.offset, error=error)
 
 
 def _pages(app: faust.App, rt: Runtime, settings: WorkerSettings) -> None:

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.cancel_api.domain import Refusal
 from shared.db import UNAVAILABLE_ERRORS
 from shared.logging import get_logger
 
@@ -43,6 +44,17 @@ class Problem(Exception):
         self.detail = detail
         self.title = title or TITLES.get(code, code)
         self.extra = extra
+
+    @classmethod
+    def refused(cls, refusal: Refusal, queue_status: str) -> Problem:
+        """A domain refusal, naming the ticket's status."""
+        return cls(
+            refusal.status,
+            refusal.code,
+            refusal.detail,
+            title=refusal.title,
+            queue_status=queue_status,
+        )
 
 
 def problem_response(p: Problem, headers: dict[str, str] | None = None) -> JSONResponse:

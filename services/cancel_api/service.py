@@ -69,13 +69,7 @@ async def cancel_ticket(
         refusal = domain.cancel_refusal(row["status"])
         if refusal is not None:
             CANCELS.labels(refusal.code).inc()
-            raise Problem(
-                refusal.status,
-                refusal.code,
-                refusal.detail,
-                title=refusal.title,
-                queue_status=row["status"],
-            )
+            raise Problem.refused(refusal, row["status"])
         sync = "pending" if domain.needs_bpjs_sync(row["payer"]) else None
         updated = await repo.mark_cancelled(
             conn,
@@ -182,13 +176,7 @@ async def move_ticket(
             raise Problem(404, "queue_not_found", f"Antrean {queue_id} tidak ditemukan.")
         refusal = domain.transition_refusal(action, row["status"])
         if refusal is not None:
-            raise Problem(
-                refusal.status,
-                refusal.code,
-                refusal.detail,
-                title=refusal.title,
-                queue_status=row["status"],
-            )
+            raise Problem.refused(refusal, row["status"])
         target = domain.TRANSITIONS[action][1]
         updated = await repo.set_status(conn, queue_id, target)
         await repo.audit(

@@ -184,3 +184,22 @@ async def test_two_workers_share_200_cancellations_and_call_bpjs_once_each(
     synced = await conn.fetchval("select count(*) from queue_ticket where bpjs_sync = 'synced'")
     await conn.close()
     assert synced == 200 and owners == 2  # both workers took a share
+
+
+async def test_undecodable_message_is_kept_as_a_dead_letter_and_the_stream_goes_on(
+    api, sim, start_worker, database, infra
+):
+    start_worker()
+    producer = make_producer(infra.kafka)
+    await producer.start()
+    await producer.send_and_wait(api.topic, b"<html>not an event</html>", key=b"1")
+    await producer.stop()
+    t = await cancel_bpjs(api, sim, "BK-AFTER-POISON")
+    synced_topic, _ = topics(api)
+    [(_, event)] = await read_events(infra.kafka, synced_topic, expect=1, timeout=60)
+    assert event.payload().queue_id == t["id"]
+    conn = await asyncpg.connect(database)
+    rows = await conn.fetch("select value, error from dead_letter")
+    await conn.close()
+    assert [bytes(r["value"]) for r in rows] == [b"<html>not an event</html>"]
+    assert "not JSON" in rows[0]["error"]
