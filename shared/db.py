@@ -21,6 +21,9 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.InterfaceError,
+    # Seen when the server terminated a pooled connection in the middle of a protocol step;
+    # the pool discards that connection, so the next request gets a fresh one.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

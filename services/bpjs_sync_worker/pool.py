@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,8 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 SOURCE = "/antrean/bpjs-sync-worker"
+SWEEP_INTERVAL_S = 0.5
+WAKE_DEBOUNCE_S = 0.005
 HELD = "BPJS sedang tidak dapat dihubungi (panggilan ditahan circuit breaker)"
 
 ATTEMPTS = Counter("bpjs_sync_attempts_total", "Sync attempts by outcome", ["outcome"])
@@ -70,20 +73,26 @@ class JobPool:
             async with self.db.acquire() as conn:
                 freed = await jobs.release_own_leases(conn, self.owner)
             log.info("own_leases_released", count=freed, owner=self.owner)
+        last_sweep = 0.0
         while not self._stopping.is_set():
             try:
-                await self._listen()
-                await self._warn_overdue()
+                now = time.monotonic()
+                if now - last_sweep >= SWEEP_INTERVAL_S:  # not on every wake-up: it costs queries
+                    await self._listen()
+                    await self._warn_overdue()
+                    await self._gauges()
+                    last_sweep = now
                 await self._start_due()
-                await self._gauges()
             except Exception as exc:
                 log.warning("pool_cycle_failed", error=repr(exc))
                 self._listener = None
             try:
-                await asyncio.wait_for(self.wake.wait(), 0.5)
+                await asyncio.wait_for(self.wake.wait(), SWEEP_INTERVAL_S)
             except TimeoutError:
                 pass
             self.wake.clear()
+            # Debounce: attempts finishing together are refilled by one claim query.
+            await asyncio.sleep(WAKE_DEBOUNCE_S)
 
     async def stop(self) -> None:
         """Stop claiming and let the calls in flight finish (graceful SIGTERM)."""

@@ -21,9 +21,15 @@ from services.bpjs_sync_worker.config import WorkerSettings
 from services.bpjs_sync_worker.pool import JobPool
 from shared.bpjs import BpjsClient
 from shared.db import create_pool
-from shared.events import TOPIC_QUEUE_CANCELLED, QueueCancelledData, decode_event
+from shared.events import (
+    TOPIC_BPJS_SYNC_FAILED,
+    TOPIC_BPJS_SYNCED,
+    TOPIC_QUEUE_CANCELLED,
+    QueueCancelledData,
+    decode_event,
+)
 from shared.events.envelope import UnknownEventError
-from shared.kafka import kafka_reachable
+from shared.kafka import ensure_topics, kafka_reachable
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 
@@ -62,6 +68,9 @@ def create_worker(settings: WorkerSettings) -> faust.App:
         web_in_thread=False,
         broker_commit_interval=1.0,
         producer_acks=-1,
+        # A killed worker's partitions move to the others within ~10 s, not faust's default 60 s.
+        broker_session_timeout=10,
+        broker_heartbeat_interval=3,
         datadir=f"/tmp/faust-{settings.consumer_group}",  # noqa: S108 - memory store only
     )
     rt = Runtime()
@@ -110,6 +119,23 @@ def create_worker(settings: WorkerSettings) -> faust.App:
 
     _pages(app, rt, settings)
     return app
+
+
+async def wait_for_topics(settings: WorkerSettings) -> None:
+    """Create the contract's topics (idempotent), waiting for Kafka as long as it takes."""
+    names = [
+        settings.topic(t)
+        for t in (TOPIC_QUEUE_CANCELLED, TOPIC_BPJS_SYNCED, TOPIC_BPJS_SYNC_FAILED)
+    ]
+    delay = 0.5
+    while True:
+        try:
+            await ensure_topics(settings.kafka_bootstrap_servers, names)
+            return
+        except Exception as exc:  # Kafka may start after us
+            log.warning("kafka_unreachable", error=repr(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
 
 
 async def _connect(settings: WorkerSettings) -> asyncpg.Pool:

@@ -100,7 +100,8 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
     app.include_router(ops_router({"database": db_ok, "kafka": kafka_ok}))
     app.include_router(ui_router(settings))
 
-    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+    # async: a plain `def` dependency would run in the thread pool on every request.
+    async def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Problem(401, "unauthenticated", "Token Bearer tidak ada.")

@@ -146,7 +146,7 @@ class Session:
                     return
                 text, kind, queued_at = item
                 await self.ws.send_text(text)
-                self.metrics.sent.labels(type=kind).inc()
+                self.metrics.sent_of(kind).inc()
                 self.metrics.send_lag.observe(time.monotonic() - queued_at)
         except Exception as exc:  # a broken socket ends only this session
             log.info("session_send_failed", error=repr(exc), user_id=self.audience.user_id)

@@ -165,8 +165,10 @@ async def test_two_workers_share_200_cancellations_and_call_bpjs_once_each(
 ):
     for i in range(200):
         sim.seed_booking(f"BK2-{i:03d}")
-    start_worker()
-    start_worker()
+    # Slow BPJS and a small in-flight limit: one worker alone cannot keep up, so both must work.
+    sim.set_fault("antreanrs:batal", "latency", latency_ms=200)
+    start_worker(SYNC_MAX_IN_FLIGHT="4")
+    start_worker(SYNC_MAX_IN_FLIGHT="4")
     made = []
     for i in range(200):
         made.append(await cancel_bpjs(api, sim, f"BK2-{i:03d}", seed=False))

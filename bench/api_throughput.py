@@ -1,0 +1,222 @@
+"""api_throughput: closed loop, 64 clients cancelling distinct waiting tickets, against pgbench
+running the same SQL transaction (ticket row lock + update + audit insert + outbox insert) with
+the same client count, side by side in the same run (rounds alternate API and pgbench)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.common import (
+    CLINIC,
+    Row,
+    cdf,
+    figure,
+    log,
+    median,
+    now_iso,
+    percentiles,
+    save_figure,
+    self_cpu_s,
+    token,
+    write_result,
+)
+from bench.stack import (
+    Stack,
+    cancel,
+    http_client,
+    seed_tickets,
+)
+
+PGBENCH = os.environ.get("PGBENCH", "/usr/lib/postgresql/15/bin/pgbench")
+COLUMNS = (
+    "id, clinic_id, room_id, service_date, ticket_number, patient_mrn, patient_name, payer, bpjs,"
+    " status, created_at, cancelled_at, cancelled_by_id, cancelled_by_name, reason_code,"
+    " reason_text, bpjs_sync"
+)
+# The payload has the size of a real QueueCancelled event (about 600 bytes of JSON).
+PAYLOAD = '{"specversion":"1.0","type":"QueueCancelled","source":"/antrean/cancel-api",' + (
+    '"data":{"clinic_id":"KLINIK-BENCH","room_id":"POLI-UMUM","payer":"UMUM","pad":"'
+    + "x" * 420
+    + '"}}'
+)
+
+
+def pgbench_script(topic: str) -> str:
+    """The cancel transaction of services/cancel_api/service.py, statement for statement."""
+    return f"""BEGIN;
+SELECT {COLUMNS} FROM queue_ticket WHERE id = (SELECT nextval('bench_ids')) AND clinic_id = '{CLINIC}' FOR UPDATE \\gset
+UPDATE queue_ticket SET status = 'cancelled', cancelled_at = now(), updated_at = now(), cancelled_by_id = 'u-bench', cancelled_by_name = 'Staff u-bench', reason_code = 'other', reason_text = NULL, bpjs_sync = NULL WHERE id = :id AND status = 'waiting' RETURNING {COLUMNS};
+INSERT INTO queue_audit (queue_id, clinic_id, action, actor_id, actor_name, from_status, to_status, reason_code, reason_text, note, request_id) VALUES (:id, '{CLINIC}', 'cancel', 'u-bench', 'Staff u-bench', 'waiting', 'cancelled', 'other', NULL, NULL, md5(random()::text));
+INSERT INTO outbox (event_id, topic, kafka_key, event_type, payload) VALUES (gen_random_uuid(), '{topic}', :id, 'QueueCancelled', convert_to('{PAYLOAD}', 'UTF8'));
+END;
+"""  # noqa: E501, S608 - constants of this module and a generated topic name
+
+
+def read_pgbench_log(folder: Path) -> list[float]:
+    """Per-transaction latencies (s) of `pgbench -l`: client_id tx_no time_us ..."""
+    return [
+        int(line.split()[2]) / 1e6
+        for f in folder.glob("tx*")
+        for line in f.read_text().splitlines()
+    ]
+
+
+async def api_round(stack: Stack, n: int, clients: int) -> dict[str, Any]:
+    ids = await seed_tickets(stack.dsn, n)
+    tok = token()
+    todo = iter(ids)
+    lat: list[float] = []
+    statuses: dict[int, int] = {}
+    async with http_client(clients) as client:
+
+        async def one_client() -> None:
+            for qid in todo:
+                status, seconds = await cancel(client, stack.api_url, qid, tok)
+                statuses[status] = statuses.get(status, 0) + 1
+                lat.append(seconds)
+
+        cpu0, svc0, t0 = self_cpu_s(), stack.cpu_snapshot(), time.monotonic()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        elapsed = time.monotonic() - t0
+        client_cpu = self_cpu_s() - cpu0
+    svc = {k: round(v - svc0[k], 2) for k, v in stack.cpu_snapshot().items()}
+    errors = sum(c for s, c in statuses.items() if s != 200)
+    return {
+        "cancels": n,
+        "seconds": round(elapsed, 3),
+        "cancels_per_s": round(n / elapsed, 1),
+        "errors": errors,
+        "statuses": statuses,
+        "latency_ms": percentiles(lat),
+        "latencies_s": lat,
+        "client_cpu_s": round(client_cpu, 2),
+        "client_cpu_share": round(client_cpu / elapsed, 2),
+        "service_cpu_s": svc,
+    }
+
+
+async def pgbench_round(stack: Stack, n: int, clients: int, topic: str) -> dict[str, Any]:
+    ids = await seed_tickets(stack.dsn, n)
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        await conn.execute("drop sequence if exists bench_ids")
+        await conn.execute(f"create sequence bench_ids start with {ids[0]}")
+    finally:
+        await conn.close()
+    with tempfile.TemporaryDirectory(prefix="pgbench-") as tmp:
+        script = Path(tmp) / "cancel.sql"
+        script.write_text(pgbench_script(topic))
+        per_client = n // clients
+        cmd = [PGBENCH, "-n", "-M", "prepared", "-c", str(clients), "-j", "2",
+               "-t", str(per_client), "-f", str(script), "-l", "--log-prefix", f"{tmp}/tx",
+               "-h", "127.0.0.1", "-U", "antrean", stack.database]  # fmt: skip
+        started = time.monotonic()
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            cmd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGPASSWORD": "antrean"},
+            timeout=600,
+        )
+        elapsed = time.monotonic() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"pgbench failed:\n{proc.stdout}\n{proc.stderr}")
+        lat = read_pgbench_log(Path(tmp))
+    tps = next(
+        float(ln.split("=")[1].split()[0])
+        for ln in proc.stdout.splitlines()
+        if ln.startswith("tps =")
+    )
+    failed = next(
+        (int(ln.split(":")[1].split()[0]) for ln in proc.stdout.splitlines() if "failed" in ln), 0
+    )
+    return {
+        "transactions": per_client * clients,
+        "tps": round(tps, 1),
+        "wall_s": round(elapsed, 2),
+        "failed": failed,
+        "latency_ms": percentiles(lat),
+        "latencies_s": lat,
+    }
+
+
+async def run(quick: bool) -> list[Row]:
+    n, rounds = (2000, 1) if quick else (10_000, 3)
+    clients = int(os.environ.get("BENCH_API_CLIENTS", "64"))  # BENCH.md: 64
+    workers = os.environ.get("BENCH_API_WORKERS", "1")
+    pool_max = os.environ.get("BENCH_DB_POOL_MAX", "64")  # the service default
+    stack = await Stack("api").create()
+    pg = await Stack("pgb").create()
+    started = now_iso()
+    try:
+        stack.start_api(CANCEL_API_WORKERS=workers, DB_POOL_MAX=pool_max)
+        await asyncio.sleep(1.0)
+        warm = await seed_tickets(stack.dsn, 200)
+        async with http_client(clients) as client:  # warm-up: connections, prepared statements
+            await asyncio.gather(*(cancel(client, stack.api_url, q, token()) for q in warm))
+        api_runs, pg_runs = [], []
+        for r in range(rounds):
+            api_runs.append(await api_round(stack, n, clients))
+            log(f"api_throughput round {r + 1}: API {api_runs[-1]['cancels_per_s']}/s")
+            pg_runs.append(await pgbench_round(pg, n, clients, stack.prefix + "queue-cancelled"))
+            log(f"api_throughput round {r + 1}: pgbench {pg_runs[-1]['tps']} tps")
+        usage = stack.usage(n * rounds + len(warm))
+    finally:
+        await stack.destroy()
+        await pg.destroy()
+    api_rate = median([x["cancels_per_s"] for x in api_runs])
+    pg_rate = median([x["tps"] for x in pg_runs])
+    ratio = round(api_rate / pg_rate, 3)
+    errors = sum(x["errors"] for x in api_runs)
+    best = sorted(api_runs, key=lambda x: x["cancels_per_s"])[len(api_runs) // 2]
+    fig, (a1, a2) = figure(quick, "api_throughput", title=f"api_throughput ({clients} clients)")
+    a1.bar(["API", "pgbench"], [api_rate, pg_rate], color=["tab:blue", "tab:gray"])
+    a1.set_ylabel("cancels/s (median of rounds)")
+    a1.set_title(f"API/pgbench = {ratio}")
+    cdf(a2, [x * 1000 for x in best["latencies_s"]], "API")
+    cdf(a2, [x * 1000 for x in pg_runs[len(pg_runs) // 2]["latencies_s"]], "pgbench")
+    a2.set_xscale("log")
+    a2.set_xlabel("latency (ms)")
+    a2.legend()
+    save_figure(fig, quick, "api_throughput")
+    for x in api_runs + pg_runs:
+        x.pop("latencies_s")
+    write_result(
+        "api_throughput",
+        quick,
+        {
+            "inputs": {"cancels_per_round": n, "rounds": rounds, "clients": clients,
+                       "CANCEL_API_WORKERS": workers, "DB_POOL_MAX": pool_max},
+            "started": started,
+            "finished": now_iso(),
+            "api_cancels_per_s_median": api_rate,
+            "pgbench_tps_median": pg_rate,
+            "api_over_pgbench": ratio,
+            "errors": errors,
+            "api_rounds": api_runs,
+            "pgbench_rounds": pg_runs,
+            "services": usage,
+        },
+    )  # fmt: skip
+    lat = best["latency_ms"]
+    return [
+        Row("api_throughput", "API cancels/s (median)", f"{api_rate:.0f}"),
+        Row("api_throughput", "pgbench tps, same transaction", f"{pg_rate:.0f}"),
+        Row("api_throughput", "API / pgbench", f"{ratio:.2f}", ">= 0.5", ratio >= 0.5),
+        Row("api_throughput", "errors", str(errors), "0", errors == 0),
+        Row("api_throughput", "API latency p50 / p99 (ms)", f"{lat['p50']} / {lat['p99']}"),
+        Row(
+            "api_throughput",
+            "API RSS MB; CPU s per 1,000 cancels",
+            f"{usage['api']['rss_mb']}; {usage['api']['cpu_s_per_1000_cancels']}",
+        ),
+    ]

@@ -1,0 +1,223 @@
+"""Shared helpers of the benchmarks: infrastructure, service processes, load, figures, results."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from shared.auth import issue_dev_token
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+SECRET = "bench-secret-for-staff-tokens-32-bytes!!"  # noqa: S105 - bench-only HS256 key
+CLINIC, ROOM = "KLINIK-BENCH", "POLI-UMUM"
+STAFF = ["cancel antrean", "create antrean", "update antrean"]
+TOPICS = ("queue-cancelled", "bpjs-synced", "bpjs-sync-failed")
+ADMIN_DSN = os.environ.get("DATABASE_URL", "postgresql://antrean:antrean@127.0.0.1:5432/antrean")
+KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+RS_PREFIX = "/antreanrs_dev"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def run_script(script: str, action: str, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(
+        ["bash", str(REPO / script), action],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} {action} failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def ensure_infra() -> None:
+    """Reuse PostgreSQL and Kafka when they answer; otherwise start them like `make up` does."""
+    pg = urlsplit(ADMIN_DSN)
+    if not port_open(pg.hostname or "127.0.0.1", pg.port or 5432):
+        log("PostgreSQL not answering: starting it with infra/postgres/pg.sh")
+        run_script("infra/postgres/pg.sh", "start")
+    host, port = KAFKA.split(",")[0].rsplit(":", 1)
+    if not port_open(host, int(port)):
+        log("Kafka not answering: starting it with infra/kafka/kafka.sh")
+        run_script("infra/kafka/kafka.sh", "start")
+
+
+def dsn_for(database: str) -> str:
+    return urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{database}"))
+
+
+def token(user: str = "u-bench", perms: Sequence[str] = STAFF, clinic: str = CLINIC) -> str:
+    return issue_dev_token(
+        SECRET, user_id=user, name=f"Staff {user}", clinic_id=clinic, permissions=list(perms)
+    )
+
+
+# --- machine, processes ---------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln), "?"
+    )
+    mem = next(ln.split()[1] for ln in open("/proc/meminfo") if ln.startswith("MemTotal"))
+    return {
+        "nproc": os.cpu_count(),
+        "memory_mb": int(mem) // 1024,
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def _tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{p}/task"):
+                kids = Path(f"/proc/{p}/task/{tid}/children").read_text().split()
+                todo.extend(int(k) for k in kids)
+    return pids
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of a process and its children (uvicorn workers), in MB."""
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError):
+            for ln in Path(f"/proc/{p}/status").read_text().splitlines():
+                if ln.startswith("VmRSS:"):
+                    total += int(ln.split()[1])
+    return round(total / 1024, 1)
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process and its live children, in seconds."""
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def self_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# --- figures and results --------------------------------------------------------------------
+
+PCTS = (50, 90, 95, 99, 99.9)
+
+
+def percentiles(values: Iterable[float], scale: float = 1000.0) -> dict[str, Any]:
+    """Nearest-rank percentiles (scaled; seconds -> ms by default), min, mean, max, count."""
+    xs = sorted(values)
+    if not xs:
+        return {"count": 0}
+    out: dict[str, Any] = {"count": len(xs), "min": round(xs[0] * scale, 2)}
+    for p in PCTS:
+        k = max(0, min(len(xs) - 1, int(-(-p * len(xs) // 100)) - 1))
+        out[f"p{p:g}"] = round(xs[k] * scale, 2)
+    out["max"] = round(xs[-1] * scale, 2)
+    out["mean"] = round(sum(xs) / len(xs) * scale, 2)
+    return out
+
+
+def median(xs: Sequence[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def results_dir(quick: bool) -> Path:
+    d = RESULTS / "quick" if quick else RESULTS
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def write_result(name: str, quick: bool, data: dict[str, Any]) -> Path:
+    path = results_dir(quick) / f"{name}.json"
+    body = {"benchmark": name, "quick": quick, "machine": machine(), **data}
+    path.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    return path
+
+
+def figure(quick: bool, name: str, ncols: int = 2, title: str = "") -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4.2), squeeze=False)
+    fig.suptitle(title or name)
+    return fig, axes[0]
+
+
+def save_figure(fig: Any, quick: bool, name: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = results_dir(quick) / f"{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def cdf(ax: Any, values: Sequence[float], label: str) -> None:
+    xs = sorted(values)
+    if xs:
+        ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=label)
+    ax.set_ylabel("fraction")
+    ax.grid(True, alpha=0.3)
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    benchmark: str
+    figure: str
+    value: str
+    target: str = ""
+    met: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()

@@ -1,0 +1,112 @@
+"""`python -m bench.run [--quick] [--only NAME ...]`: run the benchmarks of BENCH.md in order.
+
+Each writes bench/results/<name>.json and <name>.png (bench/results/quick/ with --quick); a full
+run also rewrites the results section of bench/README.md (between the two markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import time
+import traceback
+
+import orjson
+
+from bench.common import Row, ensure_infra, log, machine, now_iso, results_dir
+
+NAMES = ("api_throughput", "bpjs_throughput", "e2e_latency", "ws_fanout", "recovery")
+README = results_dir(False).parent / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def table(rows: list[Row], header: str) -> str:
+    out = [header, "", "| benchmark | figure | value | target | met |", "|---|---|---|---|---|"]
+    for r in rows:
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        out.append(f"| `{r.benchmark}` | {r.figure} | {r.value} | {r.target} | {met} |")
+    return "\n".join(out) + "\n"
+
+
+def latest_table() -> str:
+    """The latest full-mode rows of every benchmark (a run with --only updates its own)."""
+    rows, parts = [], []
+    for name in NAMES:
+        path = results_dir(False) / f"{name}.rows.json"
+        if path.exists():
+            saved = orjson.loads(path.read_bytes())
+            rows.extend(Row(**r) for r in saved["rows"])
+            parts.append(f"{name} {saved['finished']} ({saved['took_s']} s)")
+    m = machine()
+    header = (
+        f"{m['nproc']} cores ({m['cpu_model']}), {m['memory_mb']} MB RAM. "
+        "Finished (duration): " + "; ".join(parts)
+    )
+    return table(rows, header)
+
+
+def update_readme(text: str) -> None:
+    if not README.exists():
+        return
+    body = README.read_text()
+    if START in body and END in body:
+        head, rest = body.split(START, 1)
+        tail = rest.split(END, 1)[1]
+        README.write_text(f"{head}{START}\n{text}{END}{tail}")
+
+
+async def main(quick: bool, only: list[str]) -> int:
+    ensure_infra()
+    rows: list[Row] = []
+    timings: dict[str, float] = {}
+    failed = []
+    started = now_iso()
+    for name in only or NAMES:
+        log(f"--- {name}{' (quick)' if quick else ''}")
+        t0 = time.monotonic()
+        module = importlib.import_module(f"bench.{name}")
+        try:
+            rows.extend(await module.run(quick))
+        except Exception as exc:
+            traceback.print_exc()
+            failed.append(name)
+            rows.append(Row(name, "benchmark failed", repr(exc)[:200], "", False))
+        timings[name] = round(time.monotonic() - t0, 1)
+        log(f"--- {name} took {timings[name]} s")
+        mine = [r.as_dict() for r in rows if r.benchmark == name]
+        (results_dir(quick) / f"{name}.rows.json").write_bytes(
+            orjson.dumps({"finished": now_iso(), "took_s": timings[name], "rows": mine})
+        )
+    m = machine()
+    header = (
+        f"Run of {started} ({'quick' if quick else 'full'}), {m['nproc']} cores "
+        f"({m['cpu_model']}), {m['memory_mb']} MB RAM; seconds per benchmark: "
+        + ", ".join(f"{k} {v}" for k, v in timings.items())
+    )
+    text = table(rows, header)
+    out = results_dir(quick)
+    suffix = "" if not only else "-" + "-".join(only)
+    (out / f"summary{suffix}.md").write_text(text)
+    (out / f"summary{suffix}.json").write_bytes(
+        orjson.dumps(
+            {"started": started, "timings_s": timings, "rows": [r.as_dict() for r in rows]},
+            option=orjson.OPT_INDENT_2,
+        )
+    )
+    if not quick:
+        update_readme(latest_table())
+    print(text)
+    return 1 if failed else 0
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run")
+    parser.add_argument("--quick", action="store_true", help="short variants (under a minute)")
+    parser.add_argument("--only", nargs="+", choices=NAMES, default=[], metavar="NAME")
+    args = parser.parse_args()
+    raise SystemExit(asyncio.run(main(args.quick, args.only)))
+
+
+if __name__ == "__main__":
+    cli()
