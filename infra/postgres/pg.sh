@@ -38,6 +38,8 @@ ensure_db() {
   if [[ "$(psql_admin -c "select 1 from pg_roles where rolname='$DB_USER'")" != 1 ]]; then
     psql_admin -c "create role \"$DB_USER\" login createdb password '$DB_PASS'"
   fi
+  # tests drop their databases WITH (FORCE), which may have to stop an autovacuum worker
+  psql_admin -c "grant pg_signal_backend to \"$DB_USER\"" 2> /dev/null
   if [[ "$(psql_admin -c "select 1 from pg_database where datname='$DB_NAME'")" != 1 ]]; then
     psql_admin -c "create database \"$DB_NAME\" owner \"$DB_USER\""
     say postgres "created database $DB_NAME"

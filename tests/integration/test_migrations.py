@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 
 from shared.db import MIGRATIONS_DIR, migrate, migration_files
+from tests.fixtures.infra import drop_database
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +18,7 @@ async def empty_db(infra):
     admin = await asyncpg.connect(infra.admin_dsn)
     await admin.execute(f'create database "{name}"')
     yield infra.dsn_for(name)
-    await admin.execute(f'drop database "{name}" with (force)')
+    await drop_database(admin, name)
     await admin.close()
 
 
