@@ -35,10 +35,29 @@ function cardFor(q, canCancel) {
   );
 }
 
+// A card is rebuilt only when what it shows changed: a refetch must not detach the card (and
+// the focus) under a user who is about to press its X.
+function cardVersion(q, canCancel) {
+  return [q.ticket_number, q.patient?.name, q.payer, q.room_id, state.room, canCancel, getLang()].join("|");
+}
+
 function render() {
   const canCancel = state.claims.permissions.includes(PERM_CANCEL);
   const list = $("cards");
-  list.replaceChildren(...[...state.tickets.values()].map((q) => cardFor(q, canCancel)));
+  const existing = new Map([...list.children].map((c) => [c.dataset.queueId, c]));
+  const nodes = [...state.tickets.values()].map((q) => {
+    const version = cardVersion(q, canCancel);
+    const old = existing.get(String(q.id));
+    if (old && old.dataset.version === version) return old;
+    const card = cardFor(q, canCancel);
+    card.dataset.version = version;
+    return card;
+  });
+  const keep = new Set(nodes);
+  for (const child of [...list.children]) if (!keep.has(child)) child.remove();
+  nodes.forEach((node, i) => {
+    if (list.children[i] !== node) list.insertBefore(node, list.children[i] ?? null);
+  });
   $("empty").hidden = state.tickets.size > 0;
   $("room-heading").textContent = t("room_heading", { room: state.room || t("all_rooms") });
   const picker = $("room-picker");
