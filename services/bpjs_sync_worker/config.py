@@ -1,5 +1,6 @@
 """Settings of the BPJS sync worker (CONTRACT.md §2 plus retry, breaker and pool settings)."""
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -22,6 +23,8 @@ class WorkerSettings(BaseServiceSettings):
     bpjs_cons_id: str = Field(DEV_CREDENTIALS.cons_id, alias="BPJS_CONS_ID")
     bpjs_secret_key: SecretStr = Field(DEV_CREDENTIALS.secret_key, alias="BPJS_SECRET_KEY")
     bpjs_user_key: SecretStr = Field(DEV_CREDENTIALS.user_key, alias="BPJS_USER_KEY")
+    # A mounted secrets file with each clinic's own credentials; BPJS_* is the default set.
+    bpjs_credentials_file: Path | None = Field(None, alias="BPJS_CREDENTIALS_FILE")
     bpjs_content_type: Literal["json", "form"] = Field("json", alias="BPJS_CONTENT_TYPE")
     bpjs_connect_timeout_s: float = Field(5.0, alias="BPJS_CONNECT_TIMEOUT_S")
     bpjs_read_timeout_s: float = Field(10.0, alias="BPJS_READ_TIMEOUT_S")

@@ -16,6 +16,7 @@ from prometheus_client import Counter, Gauge
 from services.bpjs_sync_worker import jobs
 from services.bpjs_sync_worker.breaker import CircuitBreaker
 from services.bpjs_sync_worker.config import WorkerSettings
+from services.bpjs_sync_worker.credentials import CredentialBook
 from services.bpjs_sync_worker.policy import RetryPolicy, Verdict, decide
 from services.bpjs_sync_worker.syncer import AttemptResult, Syncer
 from shared.bpjs import BpjsClient, Outcome, OutcomeKind
@@ -60,6 +61,9 @@ class JobPool:
             settings.breaker_threshold, settings.breaker_cooldown_s, settings.breaker_max_cooldown_s
         )
         self.limiter = AsyncLimiter(settings.rate_per_s, 1.0)
+        self.credentials = CredentialBook.load(
+            settings.credentials_default(), settings.bpjs_credentials_file
+        )
         self.wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
@@ -69,10 +73,12 @@ class JobPool:
 
     async def run(self) -> None:
         """Until stop(): warn overdue jobs, start due ones within the limits, wait for a wake-up."""
-        if self.settings.worker_id:
-            async with self.db.acquire() as conn:
-                freed = await jobs.release_own_leases(conn, self.owner)
-            log.info("own_leases_released", count=freed, owner=self.owner)
+        # The owner is WORKER_ID, else hostname:pid. That default is stable across restarts of a
+        # container (its process is pid 1), and unique among live processes, so a restarted
+        # replica frees what it held when it died instead of waiting for the leases to expire.
+        async with self.db.acquire() as conn:
+            freed = await jobs.release_own_leases(conn, self.owner)
+        log.info("own_leases_released", count=freed, owner=self.owner)
         last_sweep = 0.0
         while not self._stopping.is_set():
             try:
@@ -131,7 +137,9 @@ class JobPool:
         try:
             async with self.limiter:
                 result = await self.syncer.attempt(
-                    job, self.settings.credentials_default(), lambda: self._cancel_done(job)
+                    job,
+                    self.credentials.for_clinic(job["clinic_id"]),
+                    lambda: self._cancel_done(job),
                 )
             self.breaker.record(result.transport_healthy)
             ATTEMPTS.labels(result.outcome.kind.value).inc()

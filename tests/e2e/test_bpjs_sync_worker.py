@@ -212,3 +212,35 @@ async def test_fktp_clinic_cancellation_is_synced_without_task_99(
         "nomorkartu": "0000045258563",
         "alasan": "Pasien mendaftar ulang",
     }
+
+
+async def test_each_clinic_signs_with_its_own_credentials(api, sim, start_worker, infra, tmp_path):
+    # KLINIK-B's own consumer secret is wrong at the gateway; KLINIK-A uses the default set.
+    creds = tmp_path / "bpjs-credentials.json"
+    creds.write_text(
+        json.dumps(
+            {
+                "KLINIK-B": {
+                    "cons_id": "10001",
+                    "secret_key": "not-the-secret",
+                    "user_key": "sim-dev-user-key",
+                }
+            }
+        )
+    )
+    start_worker(BPJS_CREDENTIALS_FILE=str(creds))
+    sim.seed_booking("BK-CLINIC-A")
+    sim.seed_booking("BK-CLINIC-B")
+    a = await api.register(payer="BPJS", bpjs={"booking_code": "BK-CLINIC-A"}, clinic="KLINIK-A")
+    b = await api.register(payer="BPJS", bpjs={"booking_code": "BK-CLINIC-B"}, clinic="KLINIK-B")
+    from tests.fixtures.api import token
+
+    assert (await api.cancel(a["id"], tok=token("KLINIK-A"))).status_code == 200
+    assert (await api.cancel(b["id"], tok=token("KLINIK-B"))).status_code == 200
+    synced_topic, failed_topic = topics(api)
+    [(_, ok)] = await read_events(infra.kafka, synced_topic, expect=1, timeout=60)
+    [(_, refused)] = await read_events(infra.kafka, failed_topic, expect=1, timeout=60)
+    assert ok.payload().queue_id == a["id"]
+    assert refused.payload().queue_id == b["id"] and refused.payload().error_kind == "rejected"
+    assert "Signature" in refused.payload().error
+    assert sim.applied_cancellations("antreanrs", "BK-CLINIC-B") == 0
