@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import socket
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from shared.auth import issue_dev_token
+from tests.fixtures.infra import port_open, run_script
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -33,32 +32,6 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def run_script(script: str, action: str, env: dict[str, str] | None = None) -> None:
-    proc = subprocess.run(
-        ["bash", str(REPO / script), action],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{script} {action} failed:\n{proc.stdout}\n{proc.stderr}")
 
 
 def ensure_infra() -> None:

@@ -23,10 +23,8 @@ from aiokafka import AIOKafkaConsumer
 from bench.common import (
     Row,
     figure,
-    free_port,
     log,
     now_iso,
-    run_script,
     save_figure,
     token,
     write_result,
@@ -38,6 +36,7 @@ from bench.stack import (
     seed_tickets,
 )
 from shared.events import decode_event
+from tests.fixtures.infra import free_port, run_script
 
 
 class PrivateBroker:

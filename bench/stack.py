@@ -6,13 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,7 +19,6 @@ from bench.common import (
     ADMIN_DSN,
     CLINIC,
     KAFKA,
-    REPO,
     ROOM,
     RS_PREFIX,
     SECRET,
@@ -31,46 +26,26 @@ from bench.common import (
     _tree,
     cpu_s,
     dsn_for,
-    free_port,
     rss_mb,
 )
 from shared.bpjs import DEV_CREDENTIALS
 from shared.db import migrate
 from shared.kafka import ensure_topics
+from tests.fixtures.infra import free_port
+from tests.fixtures.processes import ServiceProcess
 
 
-class Service:
-    """A service subprocess (`python -m <module>`): start, SIGKILL, restart; CPU over restarts."""
+class Service(ServiceProcess):
+    """A service subprocess as the tests run it, plus its RSS and CPU over restarts."""
 
     def __init__(self, name: str, module: str, env: dict[str, str], health: str | None) -> None:
-        self.name, self.module, self.env, self.health = name, module, env, health
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(module, env, health)
+        self.name = name
         self.cpu_before = 0.0  # CPU seconds of earlier (killed) incarnations
-        self.log_path = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
 
     def start(self, timeout: float = 90.0) -> Service:
-        log_file = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module],
-            cwd=REPO,
-            env={**os.environ, **self.env},
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        if self.health:
-            self.wait_healthy(timeout)
+        super().start(timeout)
         return self
-
-    def wait_healthy(self, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early:\n{self.logs()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.health or "", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not healthy in {timeout} s:\n{self.logs()[-3000:]}")
 
     @property
     def pid(self) -> int:
@@ -95,18 +70,6 @@ class Service:
                     os.kill(p, signal.SIGKILL)
             assert self.proc is not None
             self.proc.wait(10)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @dataclass
@@ -217,7 +180,7 @@ class Stack:
 
     async def destroy(self) -> None:
         for svc in reversed(list(self.services.values())):
-            svc.stop()
+            svc.terminate(15.0)
         if self.database and not os.environ.get("BENCH_KEEP_DB"):
             admin = await asyncpg.connect(ADMIN_DSN, timeout=10)
             try:

@@ -120,11 +120,9 @@ def admin_router(
             )
             await audit(
                 conn,
+                who,
                 queue_id=qid,
-                clinic_id=who.clinic_id,
                 action="bpjs_retry",
-                actor_id=who.user_id,
-                actor_name=who.name,
                 from_status=row["bpjs_sync"],
                 to_status=row["bpjs_sync"],
                 request_id=request.state.request_id,
@@ -141,9 +139,9 @@ def admin_router(
         body = await json_body(request, ResolveRequest, optional=False)
         async with pool().acquire() as conn, conn.transaction():
             row = await _locked(conn, who, qid)
-            await conn.execute(
+            ticket = await conn.fetchrow(
                 "update queue_ticket set bpjs_sync = 'resolved_manually', updated_at = now()"
-                " where id = $1",
+                f" where id = $1 returning {COLUMNS}",
                 qid,
             )
             await conn.execute(
@@ -158,17 +156,14 @@ def admin_router(
             )
             await audit(
                 conn,
+                who,
                 queue_id=qid,
-                clinic_id=who.clinic_id,
                 action="bpjs_resolve",
-                actor_id=who.user_id,
-                actor_name=who.name,
                 from_status=row["bpjs_sync"],
                 to_status="resolved_manually",
                 note=body.note,
                 request_id=request.state.request_id,
             )
-            ticket = await conn.fetchrow(f"select {COLUMNS} from queue_ticket where id = $1", qid)
         return {
             "queue": queue_out(ticket),
             "bpjs_sync": "resolved_manually",

@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.auth import Principal
+
 COLUMNS = (
     "id, clinic_id, room_id, service_date, ticket_number, patient_mrn, patient_name, payer, bpjs,"
     " status, created_at, cancelled_at, cancelled_by_id, cancelled_by_name, reason_code,"
@@ -112,12 +114,10 @@ async def set_status(conn: asyncpg.Connection, queue_id: int, status: str) -> as
 
 async def audit(
     conn: asyncpg.Connection,
+    who: Principal,
     *,
     queue_id: int,
-    clinic_id: str,
     action: str,
-    actor_id: str,
-    actor_name: str,
     from_status: str | None,
     to_status: str | None,
     reason_code: str | None = None,
@@ -130,10 +130,10 @@ async def audit(
         " to_status, reason_code, reason_text, note, request_id)"
         " values ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
         queue_id,
-        clinic_id,
+        who.clinic_id,
         action,
-        actor_id,
-        actor_name,
+        who.user_id,
+        who.name,
         from_status,
         to_status,
         reason_code,

@@ -82,11 +82,9 @@ async def cancel_ticket(
         )
         await repo.audit(
             conn,
+            who,
             queue_id=queue_id,
-            clinic_id=who.clinic_id,
             action="cancel",
-            actor_id=who.user_id,
-            actor_name=who.name,
             from_status=row["status"],
             to_status="cancelled",
             reason_code=body.reason_code,
@@ -155,11 +153,9 @@ async def register_ticket(
         )
         await repo.audit(
             conn,
+            who,
             queue_id=row["id"],
-            clinic_id=who.clinic_id,
             action="register",
-            actor_id=who.user_id,
-            actor_name=who.name,
             from_status=None,
             to_status="waiting",
             request_id=request_id,
@@ -181,11 +177,9 @@ async def move_ticket(
         updated = await repo.set_status(conn, queue_id, target)
         await repo.audit(
             conn,
+            who,
             queue_id=queue_id,
-            clinic_id=who.clinic_id,
             action=action,
-            actor_id=who.user_id,
-            actor_name=who.name,
             from_status=row["status"],
             to_status=target,
             request_id=request_id,

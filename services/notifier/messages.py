@@ -45,31 +45,22 @@ def to_message(event: CloudEvent) -> Routed | None:
     d = event.data
     clinic = str(d["clinic_id"])
     by = d.get("cancelled_by") or {}
+    common = {"event_id": event.id, "queue_id": d["queue_id"], "ticket_number": d["ticket_number"]}
     if event.type == "QueueCancelled":
         body = {
             "type": "queue.cancelled",
-            "event_id": event.id,
-            "queue_id": d["queue_id"],
+            **common,
             "room_id": d["room_id"],
-            "ticket_number": d["ticket_number"],
             "payer": d["payer"],
             "cancelled_by": {"user_id": by.get("user_id"), "name": by.get("name")},
         }
         return Routed(event.id, clinic, "queue", str(d["room_id"]), None, body)
     if event.type == "BpjsSynced":
-        body = {
-            "type": "bpjs.synced",
-            "event_id": event.id,
-            "queue_id": d["queue_id"],
-            "ticket_number": d["ticket_number"],
-            "recovered": bool(d.get("recovered", False)),
-        }
+        body = {"type": "bpjs.synced", **common, "recovered": bool(d.get("recovered", False))}
     elif event.type == "BpjsSyncFailed":
         body = {
             "type": "bpjs.sync_failed",
-            "event_id": event.id,
-            "queue_id": d["queue_id"],
-            "ticket_number": d["ticket_number"],
+            **common,
             "will_retry": bool(d["will_retry"]),
             "message": BPJS_WARNING,
         }

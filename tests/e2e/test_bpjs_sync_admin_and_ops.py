@@ -1,6 +1,5 @@
 """Admin endpoints over real worker outcomes; duplicates, crashes, SIGTERM and two workers."""
 
-import asyncio
 import json
 import signal
 
@@ -135,7 +134,10 @@ async def test_worker_killed_mid_call_then_restarted_still_syncs_once(
         lambda: any("BK-CRASH" in r["body"] for r in sim.requests_log()), what="batal in flight"
     )
     worker.kill()  # SIGKILL while the call is in flight
-    await asyncio.sleep(3)  # let the slow call reach BPJS (the simulator applies it)
+    # The slow call still reaches BPJS: the simulator applies it after its latency.
+    await wait_until(
+        lambda: sim.applied_cancellations("antreanrs", "BK-CRASH") == 1, what="batal applied"
+    )
     start_worker(WORKER_ID="w-crash")  # same identity: reclaims its lease at once
     synced_topic, _ = topics(api)
     [(_, event)] = await read_events(infra.kafka, synced_topic, expect=1, timeout=60)
