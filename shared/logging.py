@@ -72,7 +72,7 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     structlog.contextvars.bind_contextvars(service=service)
-    for noisy in ("aiokafka", "kafka", "httpx", "httpcore"):
+    for noisy in ("aiokafka", "kafka", "httpx", "httpcore", "websockets"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -1,26 +1,30 @@
-"""`python -m services.notifier`: serve the websocket notifier with uvicorn."""
+"""`python -m services.notifier`: serve the websocket notifier until SIGTERM/SIGINT."""
 
-import uvicorn
+import asyncio
 
+import uvloop
+
+from services.notifier.app import Notifier
 from services.notifier.config import NotifierSettings
-from shared.logging import configure_logging
+from shared.logging import configure_logging, get_logger
+from shared.service_kit import stop_on_signals
+
+log = get_logger("services.notifier")
+
+
+async def serve(settings: NotifierSettings) -> None:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    async with Notifier(settings).serving():
+        log.info("notifier_listening", host=settings.http_host, port=settings.port)
+        await stop.wait()
+        log.info("notifier_stopping")
 
 
 def main() -> None:
     settings = NotifierSettings.from_env()  # refuses to start without secrets outside dev mode
     configure_logging("notifier", settings.log_level)
-    uvicorn.run(
-        "services.notifier.app:create_app_from_env",
-        factory=True,
-        host=settings.http_host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        ws_ping_interval=settings.ping_interval_s,
-        ws_ping_timeout=settings.ping_timeout_s,
-        ws_per_message_deflate=False,
-        timeout_graceful_shutdown=5,
-    )
+    uvloop.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-"""Wiring of the notifier: `create_app(settings)` with the websocket endpoint of CONTRACT.md §6.
+"""The notifier's server: the websocket endpoint of CONTRACT.md §6 plus /healthz, /readyz, /metrics.
+
+It runs on the `websockets` library's own asyncio server rather than an ASGI stack: fan-out
+writes each message straight to every socket that can take it (see `session.py`), which is
+what keeps thousands of sessions within a fraction of a core (bench/README.md, ws_fanout).
 
 Close codes: 4401 no auth message within the deadline, a first message that is not an auth
 message, or a missing/invalid/expired token (also when the token expires during the session);
 4403 an authentic, unexpired token that is not a usable staff token (no clinic, name or
 permission list); 4408 the session fell too far behind (the client reconnects and resumes);
-1013 a resume could not be served right now (the client retries).
+1013 a resume could not be served right now (the client retries); 1001 the server is stopping.
 """
 
 from __future__ import annotations
@@ -13,11 +17,17 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from typing import Any
 
 import jwt
 import orjson
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from services.notifier.config import NotifierSettings
 from services.notifier.cursor import CursorError
@@ -28,9 +38,13 @@ from services.notifier.metrics import NotifierMetrics
 from services.notifier.session import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, Session
 from shared.auth import AuthError, Principal, TokenVerifier
 from shared.logging import get_logger
-from shared.service_kit import ops_router
+from shared.service_kit import run_checks
 
 log = get_logger(__name__)
+
+WS_PATH = "/ws"
+WRITE_LIMIT = 64 * 1024  # bytes buffered for one socket before its messages wait in a backlog
+MAX_INCOMING = 64 * 1024  # the largest client message (a subscribe to 500 rooms fits)
 
 
 class Rejected(Exception):
@@ -40,7 +54,7 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def parse(text: str) -> dict[str, Any] | None:
+def parse(text: str | bytes) -> dict[str, Any] | None:
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -48,7 +62,7 @@ def parse(text: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def authenticate(verifier: TokenVerifier, text: str) -> tuple[Principal, float]:
+def authenticate(verifier: TokenVerifier, text: str | bytes) -> tuple[Principal, float]:
     """The principal and token expiry of an auth message, or Rejected with the close code."""
     msg = parse(text)
     if msg is None or msg.get("type") != "auth" or not isinstance(msg.get("token"), str):
@@ -66,57 +80,127 @@ def authenticate(verifier: TokenVerifier, text: str) -> tuple[Principal, float]:
     return who, float(claims["exp"])
 
 
-def create_app(settings: NotifierSettings | None = None) -> FastAPI:
-    settings = settings or NotifierSettings.from_env()
-    verifier = TokenVerifier(settings)
-    metrics = NotifierMetrics()
-    source = KafkaSource(settings)
-    hub = Hub(
-        metrics,
-        source.read_range,
-        history_per_partition=settings.history_per_partition,
-        replay_concurrency=settings.replay_concurrency,
+class WsSocket:
+    """A session's view of its connection: a pre-encoded frame written straight to the socket
+    when it keeps up (like `websockets.broadcast`, minus encoding the frame per socket), and
+    the connection's own flow-controlled `send` when it does not.
+
+    Writing whole frames to the transport is safe here: websockets writes each of its own
+    frames in one `transport.write` as well, so frames never interleave.
+    """
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: ServerConnection) -> None:
+        self.conn = conn
+
+    def write_now(self, frame: bytes) -> bool:
+        conn = self.conn
+        if conn.protocol.state is not State.OPEN:
+            return True  # closing: dropped, the client resumes from its cursor
+        if conn.transport.get_write_buffer_size() > WRITE_LIMIT:
+            return False
+        conn.transport.write(frame)
+        return True
+
+    async def send(self, data: bytes) -> None:
+        await self.conn.send(data, text=True)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.conn.close(code, reason)
+
+
+def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("Connection", "close"),
+        ]
     )
+    return Response(status.value, status.phrase, headers, body)
 
-    def on_lag(highwater: dict[tuple[str, int], int]) -> None:
-        metrics.consumer_lag.set(hub.consumer_lag(highwater))
 
-    async def consume() -> None:
+def _json(status: HTTPStatus, obj: object) -> Response:
+    return _response(status, orjson.dumps(obj), "application/json")
+
+
+class Notifier:
+    """Kafka reader, hub and websocket sessions of one notifier instance."""
+
+    def __init__(self, settings: NotifierSettings) -> None:
+        self.settings = settings
+        self.verifier = TokenVerifier(settings)
+        self.metrics = NotifierMetrics()
+        self.source = KafkaSource(settings)
+        self.hub = Hub(
+            self.metrics,
+            self.source.read_range,
+            history_per_partition=settings.history_per_partition,
+            replay_concurrency=settings.replay_concurrency,
+        )
+
+    # -- Kafka ---------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        def on_lag(highwater: dict[tuple[str, int], int]) -> None:
+            self.metrics.consumer_lag.set(self.hub.consumer_lag(highwater))
+
         while True:
             try:
-                hub.start(await source.start())
-                await source.run(hub.ingest, on_lag)
+                self.hub.start(await self.source.start())
+                await self.source.run(self.hub.ingest, on_lag)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # retry until Kafka answers
                 log.warning("kafka_start_failed", error=repr(exc))
-                await source.stop()
+                await self.source.stop()
                 await asyncio.sleep(1)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(consume())
+    async def reading(self) -> AsyncIterator[None]:
+        task = asyncio.create_task(self._consume())
         try:
             yield
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            await source.stop()
+            await self.source.stop()
 
-    app = FastAPI(title="Antrean notifier", version="1.0.0", lifespan=lifespan)
+    # -- plain HTTP: health, readiness, metrics --------------------------------------------
 
-    async def kafka_ok() -> bool:
-        return hub.ready.is_set() and source.running
+    async def http(self, _: ServerConnection, request: Request) -> Response | None:
+        """Answer the ops endpoints; let only `/ws` go on to the websocket handshake."""
+        path = request.path.split("?", 1)[0]
+        if path == WS_PATH:
+            return None
+        if path == "/healthz":
+            return _json(HTTPStatus.OK, {"status": "ok"})
+        if path == "/readyz":
+            results = await run_checks({"kafka": self._kafka_ok})
+            ok = all(results.values())
+            return _json(
+                HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
+                {"status": "ready" if ok else "not_ready", "checks": results},
+            )
+        if path == "/metrics":
+            return _response(
+                HTTPStatus.OK, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
+            )
+        return _json(HTTPStatus.NOT_FOUND, {"status": 404, "code": "not_found"})
 
-    app.include_router(ops_router({"kafka": kafka_ok}, registry=metrics.registry))
+    async def _kafka_ok(self) -> bool:
+        return self.hub.ready.is_set() and self.source.running
 
-    @app.websocket("/ws")
-    async def ws_endpoint(ws: WebSocket) -> None:
-        await ws.accept()  # closing before accept would be an HTTP 403, not a close code
+    # -- websocket sessions ----------------------------------------------------------------
+
+    async def handler(self, conn: ServerConnection) -> None:
+        deadline = self.settings.auth_deadline_s
         try:
-            text = await asyncio.wait_for(ws.receive_text(), settings.auth_deadline_s)
-            who, exp = authenticate(verifier, text)
-            await asyncio.wait_for(hub.ready.wait(), settings.auth_deadline_s)
+            first = await asyncio.wait_for(conn.recv(), deadline)
+            who, exp = authenticate(self.verifier, first)
+            await asyncio.wait_for(self.hub.ready.wait(), deadline)
         except (TimeoutError, Rejected) as exc:
             code, reason = (
                 (exc.code, exc.reason)
@@ -124,15 +208,16 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
                 else (CLOSE_UNAUTHENTICATED, "no auth in time")
             )
             with contextlib.suppress(Exception):
-                await ws.close(code, reason[:120])
+                await conn.close(code, reason[:120])
             return
-        except (WebSocketDisconnect, RuntimeError, KeyError):
+        except ConnectionClosed:
             return
-        await serve(ws, who, exp)
+        await self._serve(conn, who, exp)
 
-    async def serve(ws: WebSocket, who: Principal, exp: float) -> None:
-        session = Session(ws, Audience.of(who), settings.max_queue, metrics)
-        # `ready` is queued and the session registered in one step: its cursor is exact.
+    async def _serve(self, conn: ServerConnection, who: Principal, exp: float) -> None:
+        settings, hub = self.settings, self.hub
+        session = Session(WsSocket(conn), Audience.of(who), settings.max_queue, self.metrics)
+        # `ready` is written and the session registered in one step: its cursor is exact.
         session.send_control(
             {
                 "type": "ready",
@@ -143,54 +228,49 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         )
         hub.add(session)
         loop = asyncio.get_running_loop()
-        window = loop.call_later(settings.resume_window_s, release_if_idle, session)
+        window = loop.call_later(settings.resume_window_s, _release_if_idle, session)
         expiry = loop.call_later(
             max(0.0, exp - time.time()), session.abort, CLOSE_UNAUTHENTICATED, "token expired"
         )
-        writer = asyncio.create_task(session.run_writer())
-        reader = asyncio.create_task(read_loop(ws, session))
+        resume: asyncio.Task[None] | None = None
         try:
-            await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+            async for raw in conn:
+                if session.closed:
+                    break
+                resume = self._on_message(session, raw) or resume
+        except ConnectionClosed:
+            pass
         finally:
             window.cancel()
             expiry.cancel()
             hub.remove(session)
-            reader.cancel()
-            if not writer.done():
-                session.abort(1000, "bye")
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(writer, 5)
-            writer.cancel()
+            session.end()
+            if resume is not None:
+                resume.cancel()
+            await session.closing()
 
-    def release_if_idle(session: Session) -> None:
-        if session.holding and not session.replaying:
-            session.release()
+    def _on_message(self, session: Session, raw: str | bytes) -> asyncio.Task[None] | None:
+        msg = parse(raw)
+        kind = msg.get("type") if msg else None
+        if msg is None:
+            session.send_control({"type": "error", "code": "bad_message"})
+        elif kind == "ping":
+            session.send_control({"type": "pong"})
+        elif kind == "subscribe":
+            _subscribe(session, msg)
+        elif kind == "resume":
+            if not session.holding or session.replaying:
+                session.send_control({"type": "error", "code": "resume_too_late"})
+            else:
+                session.replaying = True  # a second resume before this one starts is too late
+                return asyncio.create_task(self._resume(session, msg.get("cursor")))
+        else:
+            session.send_control({"type": "error", "code": "unknown_type"})
+        return None
 
-    async def read_loop(ws: WebSocket, session: Session) -> None:
-        resume_task: asyncio.Task[None] | None = None
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-            while not session.closed:
-                msg = parse(await ws.receive_text())
-                kind = msg.get("type") if msg else None
-                if msg is None:
-                    session.send_control({"type": "error", "code": "bad_message"})
-                elif kind == "ping":
-                    session.send_control({"type": "pong"})
-                elif kind == "subscribe":
-                    handle_subscribe(session, msg)
-                elif kind == "resume":
-                    if not session.holding or session.replaying:
-                        session.send_control({"type": "error", "code": "resume_too_late"})
-                    else:
-                        resume_task = asyncio.create_task(do_resume(session, msg.get("cursor")))
-                else:
-                    session.send_control({"type": "error", "code": "unknown_type"})
-        if resume_task is not None:
-            resume_task.cancel()
-
-    async def do_resume(session: Session, raw: Any) -> None:
+    async def _resume(self, session: Session, raw: Any) -> None:
         try:
-            await hub.resume(session, raw)
+            await self.hub.resume(session, raw)
         except CursorError:
             session.send_control({"type": "error", "code": "bad_cursor"})
             session.release()
@@ -198,23 +278,48 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             log.warning("resume_failed", error=repr(exc))
             session.abort(1013, "resume failed, try again")
 
-    def handle_subscribe(session: Session, msg: dict[str, Any]) -> None:
-        rooms = msg.get("room_ids")
-        if rooms is None:
-            session.subscribe(None)
-        elif (
-            isinstance(rooms, list)
-            and len(rooms) <= 500
-            and all(isinstance(r, str) and 0 < len(r) <= 64 for r in rooms)
-        ):
-            session.subscribe(frozenset(rooms))
-        else:
-            session.send_control({"type": "error", "code": "bad_subscribe"})
+    # -- the server --------------------------------------------------------------------------
 
-    app.state.hub = hub
-    app.state.settings = settings
-    return app
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[Server]:
+        """Read Kafka and accept connections; on exit, close every session with 1001."""
+        s = self.settings
+        async with self.reading():
+            server = await serve(
+                self.handler,
+                s.http_host,
+                s.port,
+                process_request=self.http,
+                ping_interval=s.ping_interval_s,
+                ping_timeout=s.ping_timeout_s,
+                close_timeout=5,
+                max_size=MAX_INCOMING,
+                compression=None,
+                write_limit=WRITE_LIMIT,
+                server_header=None,
+            )
+            try:
+                yield server
+            finally:
+                server.close(close_connections=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(server.wait_closed(), 10)
 
 
-def create_app_from_env() -> FastAPI:
-    return create_app(NotifierSettings.from_env())
+def _release_if_idle(session: Session) -> None:
+    if session.holding and not session.replaying:
+        session.release()
+
+
+def _subscribe(session: Session, msg: dict[str, Any]) -> None:
+    rooms = msg.get("room_ids")
+    if rooms is None:
+        session.subscribe(None)
+    elif (
+        isinstance(rooms, list)
+        and len(rooms) <= 500
+        and all(isinstance(r, str) and 0 < len(r) <= 64 for r in rooms)
+    ):
+        session.subscribe(frozenset(rooms))
+    else:
+        session.send_control({"type": "error", "code": "bad_subscribe"})

@@ -1,14 +1,22 @@
-"""One authenticated websocket session: its audience, a bounded send queue and a writer task."""
+"""One authenticated websocket session: its audience, its backlog and how it writes.
+
+A message is written to the socket at once when the socket takes it without waiting (the
+common case, as `websockets.broadcast` does: no task switch per delivery). Only when the peer
+is slow does it wait in the session's backlog, drained in order by a writer task started for
+that; a backlog longer than `max_queue` closes the session with 4408 (the client resumes).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 import orjson
+from websockets.frames import Frame, Opcode
 
 from services.notifier import cursor
 from services.notifier.cursor import TP, Position
@@ -24,9 +32,15 @@ CLOSE_FORBIDDEN = 4403  # an authentic token that is not a usable staff token
 
 
 class Socket(Protocol):
-    async def send_text(self, data: str) -> None: ...
+    def write_now(self, frame: bytes) -> bool:
+        """Write an encoded text frame if the socket takes it without waiting; else False."""
+        ...
 
-    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+    async def send(self, data: bytes) -> None:
+        """Write a text message, waiting while the peer reads slowly."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -38,17 +52,25 @@ class Entry:
     timestamp: int
     routed: Routed | None
     pos: Position
-    text: str | None = None  # the message with the hub's cursor, rendered once for everyone
+    out: Outgoing | None = None  # the message with the hub's cursor, encoded once for everyone
 
 
-def render(routed: Routed, pos: Position) -> str:
-    return orjson.dumps({**routed.body, "cursor": cursor.encode(pos)}).decode()
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message and its whole websocket frame. A server's frames are not masked (RFC 6455
+    5.1) and this server negotiates no extension, so one encoded frame serves every socket."""
+
+    payload: bytes
+    frame: bytes
+
+    @classmethod
+    def of(cls, payload: bytes) -> Outgoing:
+        frame = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+        return cls(payload, frame)
 
 
-@dataclass(frozen=True)
-class _Close:
-    code: int
-    reason: str
+def render(routed: Routed, pos: Position) -> Outgoing:
+    return Outgoing.of(orjson.dumps({**routed.body, "cursor": cursor.encode(pos)}))
 
 
 class Session:
@@ -61,21 +83,22 @@ class Session:
         self.audience = audience
         self.max_queue = max_queue
         self.metrics = metrics
-        self.queue: asyncio.Queue[tuple[str, str, float] | _Close] = asyncio.Queue()
+        self.backlog: deque[tuple[Outgoing, str, float]] = deque()
+        self.writer: asyncio.Task[None] | None = None
         self.holding = True
         self.replaying = False
         self.held: list[Entry] = []
         self.floor: Position | None = None  # set by a resume: nothing below it is sent again
         self.closed = False
-        self.closed_event = asyncio.Event()
-        self._room = asyncio.Event()  # set whenever the writer takes an item (or on close)
+        self._room = asyncio.Event()  # set whenever the backlog shrinks (or on close)
+        self._closer: asyncio.Task[None] | None = None  # the closing handshake `abort` began
 
     def subscribe(self, rooms: frozenset[str] | None) -> None:
         self.audience = replace(self.audience, rooms=rooms)
 
     def send_control(self, message: dict[str, object]) -> None:
-        """ready / pong / error: not events, queued like everything else to keep order."""
-        self._put(orjson.dumps(message).decode(), str(message["type"]))
+        """ready / pong / error: not events, but written in the same order as everything else."""
+        self._put(Outgoing.of(orjson.dumps(message)), str(message["type"]))
 
     def offer(self, entry: Entry) -> None:
         """Called by the hub for every record of this session's clinic."""
@@ -90,24 +113,24 @@ class Session:
 
     def _push_live(self, entry: Entry) -> None:
         assert entry.routed is not None
-        text = entry.text
+        out = entry.out
         if self.floor is not None:
             if entry.offset < self.floor.get(entry.tp, 0):
                 return  # this client saw it already (from another instance ahead of us)
             if cursor.covers(entry.pos, self.floor):
                 self.floor = None
             else:
-                text = render(entry.routed, cursor.maximum(entry.pos, self.floor))
-        if text is None:
-            text = render(entry.routed, entry.pos)
-        self._put(text, entry.routed.body["type"])
+                out = render(entry.routed, cursor.maximum(entry.pos, self.floor))
+        if out is None:
+            out = render(entry.routed, entry.pos)
+        self._put(out, entry.routed.body["type"])
 
-    async def put_replayed(self, text: str, kind: str) -> None:
-        """Replay waits for room in the queue instead of overflowing it."""
-        while not self.closed and self.queue.qsize() >= self.max_queue:
+    async def put_replayed(self, out: Outgoing, kind: str) -> None:
+        """Replay waits for room in the backlog instead of overflowing it."""
+        while not self.closed and len(self.backlog) >= self.max_queue:
             self._room.clear()
             await self._room.wait()
-        self._put(text, kind)
+        self._put(out, kind)
 
     def release(self, skip_ids: frozenset[str] = frozenset()) -> None:
         """End the hold: send what arrived meanwhile (minus what a replay already sent)."""
@@ -116,41 +139,65 @@ class Session:
             if entry.routed is not None and entry.routed.event_id not in skip_ids:
                 self._push_live(entry)
 
-    def _put(self, text: str, kind: str) -> None:
+    def _put(self, out: Outgoing, kind: str) -> None:
         if self.closed:
             return
-        if self.queue.qsize() >= self.max_queue:
+        if not self.backlog:
+            try:
+                written = self.ws.write_now(out.frame)
+            except Exception as exc:  # a broken socket ends only this session
+                self._broken(exc)
+                return
+            if written:
+                self.metrics.sent_of(kind).inc()
+                return
+        if len(self.backlog) >= self.max_queue:
             self.abort(CLOSE_TOO_SLOW, "too far behind")
             return
-        self.queue.put_nowait((text, kind, time.monotonic()))
+        self.backlog.append((out, kind, time.monotonic()))
+        if self.writer is None:
+            self.writer = asyncio.create_task(self._drain())
 
-    def abort(self, code: int, reason: str) -> None:
-        """Close from the server side; whatever is still queued is dropped (the client resumes)."""
-        if self.closed:
-            return
-        self.closed = True
-        self.metrics.closed.labels(reason=str(code)).inc()
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(_Close(code, reason))
-        self._room.set()
-
-    async def run_writer(self) -> None:
+    async def _drain(self) -> None:
+        """Write the backlog in order at the pace the peer reads; ends when it is empty."""
         try:
-            while True:
-                item = await self.queue.get()
+            while self.backlog and not self.closed:
+                out, kind, queued_at = self.backlog[0]
+                await self.ws.send(out.payload)
+                self.backlog.popleft()
                 self._room.set()
-                if isinstance(item, _Close):
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self.ws.close(item.code, item.reason), 5)
-                    return
-                text, kind, queued_at = item
-                await self.ws.send_text(text)
                 self.metrics.sent_of(kind).inc()
                 self.metrics.send_lag.observe(time.monotonic() - queued_at)
-        except Exception as exc:  # a broken socket ends only this session
-            log.info("session_send_failed", error=repr(exc), user_id=self.audience.user_id)
+        except Exception as exc:
+            self._broken(exc)
         finally:
-            self.closed = True
-            self._room.set()
-            self.closed_event.set()
+            self.writer = None
+
+    def _broken(self, exc: BaseException) -> None:
+        log.info("session_send_failed", error=repr(exc), user_id=self.audience.user_id)
+        self.end()
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close from the server side; what is still unsent is dropped (the client resumes)."""
+        if self.closed:
+            return
+        self.metrics.closed.labels(reason=str(code)).inc()
+        self.end()
+        self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(code, reason), 5)
+
+    async def closing(self) -> None:
+        """Wait for a server-side close started by `abort` to finish (at most its timeout)."""
+        if self._closer is not None:
+            await asyncio.gather(self._closer, return_exceptions=True)
+
+    def end(self) -> None:
+        """The session is over: nothing more is written, the backlog is dropped."""
+        self.closed = True
+        if self.writer is not None and self.writer is not asyncio.current_task():
+            self.writer.cancel()
+        self.backlog.clear()
+        self._room.set()

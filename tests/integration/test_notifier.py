@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ from shared.events import (
     CancelledBy,
     CloudEvent,
     QueueCancelledData,
+    encode_event,
     new_event,
 )
 from shared.kafka import make_producer, send_event
@@ -388,15 +390,15 @@ async def test_a_thousand_sessions_all_receive_a_broadcast(spawn, infra, topic_p
     await asyncio.gather(*(c.close() for c in clients))
 
 
-async def test_dead_connection_is_dropped_by_heartbeat(spawn, infra, topic_prefix):
-    _, _, base = start_notifier(
-        spawn,
-        infra.kafka,
-        topic_prefix,
-        NOTIFIER_PING_INTERVAL_S="0.5",
-        NOTIFIER_PING_TIMEOUT_S="0.5",
-    )
-    reader, writer = await asyncio.open_connection("127.0.0.1", int(base.rsplit(":", 1)[1]))
+async def raw_session(base: str, tok: str, *, rcvbuf: int | None = None):
+    """A hand-made websocket client (a plain TCP socket) that authenticates and then does
+    nothing unless the test reads from it: it never answers pings and can stop reading."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", int(base.rsplit(":", 1)[1])))
+    reader, writer = await asyncio.open_connection(sock=sock)
     key = "dGhlIHNhbXBsZSBub25jZQ=="
     writer.write(
         (
@@ -405,9 +407,76 @@ async def test_dead_connection_is_dropped_by_heartbeat(spawn, infra, topic_prefi
         ).encode()
     )
     assert b"101" in await reader.readuntil(b"\r\n\r\n")
-    payload = json.dumps({"type": "auth", "token": token()}).encode()
+    payload = json.dumps({"type": "auth", "token": tok}).encode()
     mask = b"\x00\x00\x00\x00"  # a masked client frame (mask of zeros: payload unchanged)
     writer.write(bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big") + mask + payload)
+    return reader, writer
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame: (opcode, payload)."""
+    b0, b1 = await reader.readexactly(2)
+    size = b1 & 0x7F
+    if size == 126:
+        size = int.from_bytes(await reader.readexactly(2), "big")
+    elif size == 127:
+        size = int.from_bytes(await reader.readexactly(8), "big")
+    return b0 & 0x0F, await reader.readexactly(size)
+
+
+async def test_a_client_that_stops_reading_gets_4408_and_never_slows_the_others(
+    spawn, infra, topic_prefix, publish
+):
+    _, url, base = start_notifier(spawn, infra.kafka, topic_prefix, NOTIFIER_MAX_QUEUE="200")
+    fast = await connect(url, token())
+    reader, writer = await raw_session(base, token(), rcvbuf=4096)
+    # Both sessions are live (past the resume window) once each has read a first event.
+    first = cancelled(qid=424242)
+    await publish(first)
+    await fast.wait_for(first.id)
+    while (await asyncio.wait_for(read_frame(reader), 15))[1].find(first.id.encode()) < 0:
+        pass
+    # From now on the raw client reads nothing. One queue id: one partition, one order. Enough
+    # events (about 5 MB) to fill the kernel's socket buffers, the server's write buffer and
+    # the session's backlog of 200.
+    events = [first] + [cancelled(qid=424242) for _ in range(12000)]
+    producer = make_producer(infra.kafka, linger_ms=5)
+    await producer.start()
+    try:
+        topic = f"{topic_prefix}{TOPIC_OF[first.type]}"
+        sent = [await producer.send(topic, encode_event(e), key=b"424242") for e in events[1:]]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    await wait_until(lambda: len(fast.events) == len(events), 60, what="the fast client got all")
+    assert fast.ids() == [e.id for e in events]
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{base}/metrics")).text
+    assert 'notifier_sessions_closed_total{reason="4408"} 1.0' in metrics
+    # What the slow client finally reads: an in-order prefix of the stream, then close 4408.
+    got: list[str] = []
+    while True:
+        opcode, payload = await asyncio.wait_for(read_frame(reader), 15)
+        if opcode == 0x8:
+            break
+        msg = json.loads(payload)
+        if msg["type"] not in CONTROL:
+            got.append(msg["event_id"])
+    assert int.from_bytes(payload[:2], "big") == 4408
+    assert 0 < len(got) < len(events) - 1 and got == [e.id for e in events[1 : len(got) + 1]]
+    writer.close()
+    await fast.close()
+
+
+async def test_dead_connection_is_dropped_by_heartbeat(spawn, infra, topic_prefix):
+    _, _, base = start_notifier(
+        spawn,
+        infra.kafka,
+        topic_prefix,
+        NOTIFIER_PING_INTERVAL_S="0.5",
+        NOTIFIER_PING_TIMEOUT_S="0.5",
+    )
+    _, writer = await raw_session(base, token())
 
     async def sessions() -> float:
         async with httpx.AsyncClient() as http:

@@ -3,6 +3,7 @@
 import asyncio
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from services.notifier import cursor
@@ -137,15 +138,24 @@ def test_defaults_follow_the_contract():
 
 
 class FakeSocket:
+    """Takes writes at once unless `stall`ed; a stalled one takes them only through `send`."""
+
     def __init__(self, stall: bool = False) -> None:
         self.sent: list[str] = []
         self.closed_with: int | None = None
         self.stall = asyncio.Event() if stall else None
 
-    async def send_text(self, data: str) -> None:
+    def write_now(self, frame: bytes) -> bool:
+        if self.stall is not None:
+            return False
+        assert frame[0] == 0x81  # one final text frame, unmasked, payload after the length
+        self.sent.append(frame[4:].decode() if frame[1] == 126 else frame[2:].decode())
+        return True
+
+    async def send(self, data: bytes) -> None:
         if self.stall is not None:
             await self.stall.wait()
-        self.sent.append(data)
+        self.sent.append(data.decode())
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
         self.closed_with = code
@@ -168,15 +178,32 @@ async def test_a_stalled_session_is_closed_and_never_delays_the_others():
     for s in (fast, slow):
         hub.add(s)
         s.release()
-    writers = [asyncio.create_task(s.run_writer()) for s in (fast, slow)]
     for i in range(20):
         hub.ingest([record(i, cancelled(qid=i + 1))])
-        await asyncio.sleep(0)  # let the fast writer run, as the event loop would
+        await asyncio.sleep(0)  # the event loop runs between records
     assert slow.closed and len(fast_ws.sent) == 20
-    slow_ws.stall.set()
-    await asyncio.wait_for(writers[1], 5)
-    assert slow_ws.closed_with == CLOSE_TOO_SLOW
-    writers[0].cancel()
+    assert slow_ws.sent == []  # its backlog was dropped, the client resumes from its cursor
+    await asyncio.wait_for(slow.closing(), 5)
+    assert slow_ws.closed_with == CLOSE_TOO_SLOW and fast_ws.closed_with is None
+
+
+async def test_a_slow_session_gets_its_backlog_in_order_once_the_peer_reads():
+    metrics = NotifierMetrics()
+    hub = Hub(metrics, None, history_per_partition=100, replay_concurrency=1)  # type: ignore[arg-type]
+    hub.start({("queue-cancelled", 0): 0})
+    ws = FakeSocket(stall=True)
+    s = Session(ws, Audience("u", "K1", False), 50, metrics)
+    hub.add(s)
+    s.release()
+    hub.ingest([record(i, cancelled(qid=i + 1)) for i in range(10)])
+    assert ws.sent == [] and len(s.backlog) == 10 and not s.closed
+    stalled, ws.stall = ws.stall, None  # the peer reads again: the writer drains the backlog,
+    assert stalled is not None
+    stalled.set()  # then writes go straight to the socket again
+    await asyncio.wait_for(_until(lambda: not s.backlog), 5)
+    hub.ingest([record(10, cancelled(qid=11))])
+    ids = [orjson.loads(m)["queue_id"] for m in ws.sent]
+    assert ids == list(range(1, 12)) and s.writer is None
 
 
 async def test_duplicated_delivery_is_sent_once():
@@ -187,10 +214,11 @@ async def test_duplicated_delivery_is_sent_once():
     s = Session(ws, Audience("u", "K1", False), 50, metrics)
     hub.add(s)
     s.release()
-    writer = asyncio.create_task(s.run_writer())
     ev = cancelled()
     hub.ingest([record(0, ev), record(1, ev), record(2, cancelled(qid=9))])
-    while not any('"queue_id":9' in m for m in ws.sent):  # the last one: FIFO, so all are in
-        await asyncio.sleep(0)
-    assert len(ws.sent) == 2
-    writer.cancel()
+    assert [orjson.loads(m)["queue_id"] for m in ws.sent] == [7, 9]  # qid 7: the default
+
+
+async def _until(cond) -> None:
+    while not cond():
+        await asyncio.sleep(0.001)
