@@ -1,6 +1,7 @@
 """api_throughput: closed loop, 64 clients cancelling distinct waiting tickets, against pgbench
-running the same SQL transaction (ticket row lock + update + audit insert + outbox insert) with
-the same client count, side by side in the same run (rounds alternate API and pgbench)."""
+running the same SQL as the API's cancel (ticket read, then one statement: guarded update +
+audit insert + outbox insert) with the same client count, side by side in the same run (rounds
+alternate API and pgbench)."""
 
 from __future__ import annotations
 
@@ -50,13 +51,12 @@ PAYLOAD = '{"specversion":"1.0","type":"QueueCancelled","source":"/antrean/cance
 
 
 def pgbench_script(topic: str) -> str:
-    """The cancel transaction of services/cancel_api/service.py, statement for statement."""
-    return f"""BEGIN;
-SELECT {COLUMNS} FROM queue_ticket WHERE id = (SELECT nextval('bench_ids')) AND clinic_id = '{CLINIC}' FOR UPDATE \\gset
-UPDATE queue_ticket SET status = 'cancelled', cancelled_at = now(), updated_at = now(), cancelled_by_id = 'u-bench', cancelled_by_name = 'Staff u-bench', reason_code = 'other', reason_text = NULL, bpjs_sync = NULL WHERE id = :id AND status = 'waiting' RETURNING {COLUMNS};
-INSERT INTO queue_audit (queue_id, clinic_id, action, actor_id, actor_name, from_status, to_status, reason_code, reason_text, note, request_id) VALUES (:id, '{CLINIC}', 'cancel', 'u-bench', 'Staff u-bench', 'waiting', 'cancelled', 'other', NULL, NULL, md5(random()::text));
-INSERT INTO outbox (event_id, topic, kafka_key, event_type, payload) VALUES (gen_random_uuid(), '{topic}', :id, 'QueueCancelled', convert_to('{PAYLOAD}', 'UTF8'));
-END;
+    """The cancel of services/cancel_api (`service.cancel_ticket` without an Idempotency-Key,
+    repository `read_ticket_for_cancel` + `cancel_with_audit_and_event`), statement for
+    statement: a read of the ticket, then one statement that cancels it only if it is still
+    waiting and unchanged and inserts the audit and outbox rows from the updated row."""
+    return f"""SELECT {COLUMNS}, now() AS tx_now FROM queue_ticket WHERE id = (SELECT nextval('bench_ids')) AND clinic_id = '{CLINIC}' \\gset
+WITH upd AS (UPDATE queue_ticket SET status = 'cancelled', cancelled_at = :tx_now::timestamptz, updated_at = :tx_now::timestamptz, cancelled_by_id = 'u-bench', cancelled_by_name = 'Staff u-bench', reason_code = 'other', reason_text = NULL, bpjs_sync = NULL WHERE id = :id AND clinic_id = '{CLINIC}' AND status = 'waiting' AND room_id = :room_id::text AND ticket_number = :ticket_number::text AND payer = :payer::text AND bpjs IS NOT DISTINCT FROM NULL::jsonb RETURNING {COLUMNS}), audit AS (INSERT INTO queue_audit (queue_id, clinic_id, action, actor_id, actor_name, at, from_status, to_status, reason_code, reason_text, note, request_id) SELECT id, '{CLINIC}', 'cancel', 'u-bench', 'Staff u-bench', :tx_now::timestamptz, 'waiting', 'cancelled', 'other', NULL, NULL, md5(random()::text) FROM upd), event AS (INSERT INTO outbox (event_id, topic, kafka_key, event_type, payload) SELECT gen_random_uuid(), '{topic}', :id, 'QueueCancelled', convert_to('{PAYLOAD}', 'UTF8') FROM upd) SELECT {COLUMNS} FROM upd;
 """  # noqa: E501, S608 - constants of this module and a generated topic name
 
 
@@ -139,8 +139,21 @@ async def pgbench_round(stack: Stack, n: int, clients: int, topic: str) -> dict[
     failed = next(
         (int(ln.split(":")[1].split()[0]) for ln in proc.stdout.splitlines() if "failed" in ln), 0
     )
+    # The script's write is guarded: prove it cancelled one ticket and wrote one outbox row per
+    # transaction, or pgbench would have timed statements that changed nothing.
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        cancelled = await conn.fetchval(
+            "select count(*) from queue_ticket where id = any($1) and status = 'cancelled'", ids
+        )
+        events = await conn.fetchval("select count(*) from outbox where topic = $1", topic)
+    finally:
+        await conn.close()
+    if cancelled != per_client * clients or events < cancelled:
+        raise RuntimeError(f"pgbench cancelled {cancelled} tickets with {events} events")
     return {
         "transactions": per_client * clients,
+        "tickets_cancelled": cancelled,
         "tps": round(tps, 1),
         "wall_s": round(elapsed, 2),
         "failed": failed,

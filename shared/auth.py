@@ -34,9 +34,22 @@ class Principal:
 
 
 class TokenVerifier:
-    """Verifies staff JWTs; when a JWKS URL is configured HS256 is switched off."""
+    """Verifies staff JWTs; when a JWKS URL is configured HS256 is switched off.
 
-    def __init__(self, settings: BaseServiceSettings) -> None:
+    With `cache_s` > 0 a verified token's principal is kept (keyed by the whole token string,
+    at most `cache_size` tokens) for up to `cache_s` seconds and never past the token's `exp`,
+    so a hit answers what a full verification would (signature, aud and iss do not change for
+    a given string; `nbf`/`iat` had already passed). Failures are not cached. A key removed
+    from the JWKS stops tokens it signed at most `cache_s` seconds later.
+    """
+
+    def __init__(
+        self, settings: BaseServiceSettings, *, cache_s: float = 0.0, cache_size: int = 4096
+    ) -> None:
+        self._cache_s = cache_s
+        self._cache_size = cache_size
+        # token -> (principal, exp claim, monotonic deadline of the cache entry)
+        self._cache: dict[str, tuple[Principal, int, float]] = {}
         self._secret = settings.jwt_secret
         self._audience = settings.auth_audience
         self._issuer = settings.auth_issuer
@@ -51,11 +64,24 @@ class TokenVerifier:
     def verify(self, token: str | None) -> Principal:
         if not token:
             raise AuthError("missing token")
+        if self._cache_s > 0:
+            hit = self._cache.get(token)
+            if hit is not None:
+                # PyJWT: expired when exp <= now (no leeway); the same test here.
+                if time.time() < hit[1] and time.monotonic() < hit[2]:
+                    return hit[0]
+                del self._cache[token]
         try:
             claims = self._decode(token)
         except jwt.PyJWTError as exc:
             raise AuthError(f"invalid token: {exc}") from exc
-        return _principal(claims)
+        who = _principal(claims)
+        if self._cache_s > 0:
+            if len(self._cache) >= self._cache_size:
+                del self._cache[next(iter(self._cache))]  # the oldest entry
+            # PyJWT has checked that exp is an integer (int() of it is what it compares).
+            self._cache[token] = (who, int(claims["exp"]), time.monotonic() + self._cache_s)
+        return who
 
     def _decode(self, token: str) -> dict[str, Any]:
         # aud/iss are checked only when configured (CONTRACT.md §2); exp is always required.

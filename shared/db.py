@@ -37,12 +37,24 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool `reset` that sends nothing (see `create_pool`)."""
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 20, reset_session: bool = True
+) -> asyncpg.Pool:
+    """The service pool. On release asyncpg always rolls back an open transaction and drops
+    listener callbacks; with `reset_session` it also sends `pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL` (one round trip per release). `reset_session=False` is for callers
+    that never leave session state behind: only transaction-scoped locks, no SET, no cursors
+    outside a transaction, UNLISTEN before a listening connection is released."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=None if reset_session else _keep_session,
         command_timeout=30,
         timeout=5,
     )

@@ -46,16 +46,23 @@ order by o.id
 """
 
 
+# The columns an event row is written with (as in `add_to_outbox`), and their values
+# (`outbox_values`): callers that write the row as part of a larger statement use both, so
+# every row has the same shape.
+OUTBOX_INSERT_COLUMNS = "event_id, topic, kafka_key, event_type, payload"
+
+
+def outbox_values(topic: str, event: CloudEvent) -> tuple[str, str, str, str, bytes]:
+    """(event_id, topic, kafka_key, event_type, payload) of the outbox row of `event`."""
+    return event.id, topic, str(event.data["queue_id"]), event.type, encode_event(event)
+
+
 async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: CloudEvent) -> None:
     """Write one event row inside the caller's open transaction (a trigger sends NOTIFY)."""
     await conn.execute(
         "insert into outbox (event_id, topic, kafka_key, event_type, payload)"
         " values ($1, $2, $3, $4, $5)",
-        event.id,
-        topic,
-        str(event.data["queue_id"]),
-        event.type,
-        encode_event(event),
+        *outbox_values(topic, event),
     )
 
 

@@ -21,4 +21,6 @@ class CancelApiSettings(BaseServiceSettings):
     # Measured (bench/README.md): 20 -> 64 connections took 457 -> 629 cancels/s.
     db_pool_max: int = Field(64, alias="DB_POOL_MAX")
     max_body_bytes: int = Field(16 * 1024, alias="MAX_BODY_BYTES")
+    # Verified tokens are remembered this long (never past their exp); 0 verifies every request.
+    auth_token_cache_s: float = Field(30.0, ge=0, alias="AUTH_TOKEN_CACHE_S")
     idempotency_retention_hours: int = Field(48, alias="IDEMPOTENCY_RETENTION_HOURS")

@@ -20,6 +20,18 @@ HTTP_LATENCY = Histogram(
 )
 
 
+# (method, route, status) -> its histogram child: `labels()` validates and locks on every call.
+_LATENCY_CHILDREN: dict[tuple[str, str, int], Any] = {}
+
+
+def _latency_child(method: str, route: str, status: int) -> Any:
+    key = (method, route, status)
+    child = _LATENCY_CHILDREN.get(key)
+    if child is None:
+        child = _LATENCY_CHILDREN[key] = HTTP_LATENCY.labels(method, route, str(status))
+    return child
+
+
 class RequestContextMiddleware:
     """Gives every request an id (X-Request-ID in and out) bound into every log line."""
 
@@ -50,7 +62,7 @@ class RequestContextMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            HTTP_LATENCY.labels(scope["method"], path, str(status["code"])).observe(
+            _latency_child(scope["method"], path, status["code"]).observe(
                 time.perf_counter() - started
             )
 

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from shared.auth import Principal
+from shared.outbox import OUTBOX_INSERT_COLUMNS
 
 COLUMNS = (
     "id, clinic_id, room_id, service_date, ticket_number, patient_mrn, patient_name, payer, bpjs,"
@@ -25,6 +26,83 @@ async def get_ticket(
         f"select {COLUMNS} from queue_ticket where id = $1 and clinic_id = $2{lock}",
         queue_id,
         clinic_id,
+    )
+
+
+async def read_ticket_for_cancel(
+    conn: asyncpg.Connection, clinic_id: str, queue_id: int, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    """`get_ticket` plus `tx_now`, the `now()` of the reading transaction: the time a following
+    `cancel_with_audit_and_event` stores as `cancelled_at`."""
+    lock = " for update" if for_update else ""
+    return await conn.fetchrow(
+        f"select {COLUMNS}, now() as tx_now from queue_ticket"
+        f" where id = $1 and clinic_id = $2{lock}",
+        queue_id,
+        clinic_id,
+    )
+
+
+# One statement for the three writes of a cancel. It changes the ticket only while it is still
+# waiting and still has the fields the event was built from (`row` of `cancel_with_audit_and_
+# event`); the audit and outbox rows are inserted from the rows the update returns, so they are
+# written exactly when the ticket was cancelled, and all three commit or none.
+_CANCEL_SQL = f"""
+with upd as (
+    update queue_ticket set status = 'cancelled', cancelled_at = $10, updated_at = $10,
+        cancelled_by_id = $3, cancelled_by_name = $4, reason_code = $5, reason_text = $6,
+        bpjs_sync = $7
+    where id = $1 and clinic_id = $2 and status = 'waiting'
+        and room_id = $11 and ticket_number = $12 and payer = $13
+        and bpjs is not distinct from $14::jsonb
+    returning {COLUMNS}
+), audit as (
+    insert into queue_audit (queue_id, clinic_id, action, actor_id, actor_name, at,
+        from_status, to_status, reason_code, reason_text, note, request_id)
+    select id, $2::text, 'cancel', $3::text, $4::text, $10::timestamptz, $8::text, 'cancelled',
+        $5::text, $6::text, null, $9::text
+    from upd
+), event as (
+    insert into outbox ({OUTBOX_INSERT_COLUMNS})
+    select $15::uuid, $16::text, $17::text, $18::text, $19::bytea from upd
+)
+select {COLUMNS} from upd
+"""
+
+
+async def cancel_with_audit_and_event(
+    conn: asyncpg.Connection,
+    who: Principal,
+    row: asyncpg.Record,
+    *,
+    reason_code: str,
+    reason_text: str | None,
+    bpjs_sync: str | None,
+    request_id: str | None,
+    outbox_row: tuple[str, str, str, str, bytes],
+) -> asyncpg.Record | None:
+    """Ticket `row` (from `read_ticket_for_cancel`, status waiting) -> cancelled at its `tx_now`,
+    with its `audit(action="cancel")` row and the outbox row (`shared.outbox.outbox_values`), in
+    one statement. None, and nothing written, when the ticket is no longer waiting or changed
+    since `row` was read."""
+    # The `status = 'waiting'` guard repeats the rule in the database itself.
+    return await conn.fetchrow(
+        _CANCEL_SQL,
+        row["id"],
+        who.clinic_id,
+        who.user_id,
+        who.name,
+        reason_code,
+        reason_text,
+        bpjs_sync,
+        row["status"],
+        request_id,
+        row["tx_now"],
+        row["room_id"],
+        row["ticket_number"],
+        row["payer"],
+        row["bpjs"],
+        *outbox_row,
     )
 
 
@@ -72,32 +150,6 @@ async def insert_ticket(conn: asyncpg.Connection, **values: Any) -> asyncpg.Reco
         values["bpjs"],
     )
     assert row is not None
-    return row
-
-
-async def mark_cancelled(
-    conn: asyncpg.Connection,
-    queue_id: int,
-    *,
-    user_id: str,
-    name: str,
-    reason_code: str,
-    reason_text: str | None,
-    bpjs_sync: str | None,
-) -> asyncpg.Record:
-    # The `status = 'waiting'` guard repeats the rule in the database itself.
-    row = await conn.fetchrow(
-        "update queue_ticket set status = 'cancelled', cancelled_at = now(), updated_at = now(),"
-        " cancelled_by_id = $2, cancelled_by_name = $3, reason_code = $4, reason_text = $5,"
-        f" bpjs_sync = $6 where id = $1 and status = 'waiting' returning {COLUMNS}",
-        queue_id,
-        user_id,
-        name,
-        reason_code,
-        reason_text,
-        bpjs_sync,
-    )
-    assert row is not None, "caller holds the row lock and checked the status"
     return row
 
 

@@ -17,9 +17,10 @@ from services.cancel_api.errors import Problem
 from services.cancel_api.schemas import CancelRequest, RegisterRequest, queue_out
 from shared.auth import Principal
 from shared.events import CancelledBy, QueueCancelledData, new_event
-from shared.outbox import add_to_outbox
+from shared.outbox import outbox_values
 
 CANCELS = Counter("queue_cancel_requests_total", "Cancel requests by outcome", ["outcome"])
+CANCELS_CANCELLED = CANCELS.labels("cancelled")  # the common outcome: its child, looked up once
 EVENT_SOURCE = "/antrean/cancel-api"
 
 
@@ -41,71 +42,110 @@ async def cancel_ticket(
     request_id: str | None,
 ) -> dict[str, Any]:
     """Cancel a waiting ticket: status, audit row and outbox event commit together or not at all."""
-    async with pool.acquire() as conn, conn.transaction():
-        req_hash = request_hash(queue_id, body)
-        if idempotency_key is not None:
-            stored = await repo.lock_idempotency_key(
-                conn, who.clinic_id, who.user_id, idempotency_key
+    async with pool.acquire() as conn:
+        if idempotency_key is None:
+            # Fast path, two round trips: read the ticket, then one statement that cancels it,
+            # writes the audit and outbox rows, and changes nothing unless the ticket is still
+            # waiting and unchanged. Anything else (no ticket, not waiting, changed meanwhile)
+            # takes the locked path below, which decides exactly as before.
+            row = await repo.read_ticket_for_cancel(conn, who.clinic_id, queue_id)
+            if row is not None and domain.cancel_refusal(row["status"]) is None:
+                response = await _cancel(conn, who, row, body, topic, request_id)
+                if response is not None:
+                    CANCELS_CANCELLED.inc()
+                    return response
+        async with conn.transaction():
+            response, fresh = await _cancel_locked(
+                conn, who, queue_id, body, topic, idempotency_key, request_id
             )
-            if stored is not None:
-                if stored["request_hash"] != req_hash:
-                    CANCELS.labels("idempotency_conflict").inc()
-                    raise Problem(
-                        422,
-                        "idempotency_key_reused",
-                        "Idempotency-Key ini sudah dipakai untuk permintaan lain.",
-                    )
-                CANCELS.labels("replayed").inc()
-                return dict(stored["response_body"])
-        row = await repo.get_ticket(conn, who.clinic_id, queue_id, for_update=True)
-        if row is None:
-            CANCELS.labels("not_found").inc()
-            raise Problem(
-                404,
-                "queue_not_found",
-                f"Antrean {queue_id} tidak ditemukan.",
-                title=domain.TITLE_CANNOT_CANCEL,
-            )
-        refusal = domain.cancel_refusal(row["status"])
-        if refusal is not None:
-            CANCELS.labels(refusal.code).inc()
-            raise Problem.refused(refusal, row["status"])
-        sync = "pending" if domain.needs_bpjs_sync(row["payer"]) else None
-        updated = await repo.mark_cancelled(
-            conn,
-            queue_id,
-            user_id=who.user_id,
-            name=who.name,
-            reason_code=body.reason_code,
-            reason_text=body.reason_text,
-            bpjs_sync=sync,
-        )
-        await repo.audit(
-            conn,
-            who,
-            queue_id=queue_id,
-            action="cancel",
-            from_status=row["status"],
-            to_status="cancelled",
-            reason_code=body.reason_code,
-            reason_text=body.reason_text,
-            request_id=request_id,
-        )
-        await add_to_outbox(conn, topic, new_event(_cancelled_data(updated), source=EVENT_SOURCE))
-        response = {
-            "queue": queue_out(updated),
-            "bpjs_sync": sync or "not_required",
-            "message": domain.MESSAGE_CANCELLED,
-        }
-        if idempotency_key is not None:
-            await repo.store_idempotency_key(
-                conn, who.clinic_id, who.user_id, idempotency_key, req_hash, 200, response
-            )
-    CANCELS.labels("cancelled").inc()
+    if fresh:
+        CANCELS_CANCELLED.inc()
     return response
 
 
-def _cancelled_data(row: asyncpg.Record) -> QueueCancelledData:
+async def _cancel_locked(
+    conn: asyncpg.Connection,
+    who: Principal,
+    queue_id: int,
+    body: CancelRequest,
+    topic: str,
+    idempotency_key: str | None,
+    request_id: str | None,
+) -> tuple[dict[str, Any], bool]:
+    """The cancel in the caller's transaction, deciding on the ticket row locked FOR UPDATE;
+    (response body, False when it replays the stored response of the idempotency key)."""
+    if idempotency_key is not None:
+        req_hash = request_hash(queue_id, body)
+        stored = await repo.lock_idempotency_key(conn, who.clinic_id, who.user_id, idempotency_key)
+        if stored is not None:
+            if stored["request_hash"] != req_hash:
+                CANCELS.labels("idempotency_conflict").inc()
+                raise Problem(
+                    422,
+                    "idempotency_key_reused",
+                    "Idempotency-Key ini sudah dipakai untuk permintaan lain.",
+                )
+            CANCELS.labels("replayed").inc()
+            return dict(stored["response_body"]), False
+    row = await repo.read_ticket_for_cancel(conn, who.clinic_id, queue_id, for_update=True)
+    if row is None:
+        CANCELS.labels("not_found").inc()
+        raise Problem(
+            404,
+            "queue_not_found",
+            f"Antrean {queue_id} tidak ditemukan.",
+            title=domain.TITLE_CANNOT_CANCEL,
+        )
+    refusal = domain.cancel_refusal(row["status"])
+    if refusal is not None:
+        CANCELS.labels(refusal.code).inc()
+        raise Problem.refused(refusal, row["status"])
+    response = await _cancel(conn, who, row, body, topic, request_id)
+    if response is None:  # cannot happen: we hold the row lock and the ticket is waiting
+        raise RuntimeError(f"cancel of locked waiting queue {queue_id} changed no row")
+    if idempotency_key is not None:
+        await repo.store_idempotency_key(
+            conn, who.clinic_id, who.user_id, idempotency_key, req_hash, 200, response
+        )
+    return response, True
+
+
+async def _cancel(
+    conn: asyncpg.Connection,
+    who: Principal,
+    row: asyncpg.Record,
+    body: CancelRequest,
+    topic: str,
+    request_id: str | None,
+) -> dict[str, Any] | None:
+    """Cancel the waiting ticket `row` (ticket, audit and outbox rows in one statement); its
+    response body, or None when the ticket is no longer waiting or changed since `row`."""
+    # The event is built before the write from the fields the statement checks are unchanged;
+    # `cancelled_at` is the reading transaction's now(), which the statement stores.
+    sync = "pending" if domain.needs_bpjs_sync(row["payer"]) else None
+    event = new_event(_cancelled_data(row, who, body), source=EVENT_SOURCE)
+    updated = await repo.cancel_with_audit_and_event(
+        conn,
+        who,
+        row,
+        reason_code=body.reason_code,
+        reason_text=body.reason_text,
+        bpjs_sync=sync,
+        request_id=request_id,
+        outbox_row=outbox_values(topic, event),
+    )
+    if updated is None:
+        return None
+    return {
+        "queue": queue_out(updated),
+        "bpjs_sync": sync or "not_required",
+        "message": domain.MESSAGE_CANCELLED,
+    }
+
+
+def _cancelled_data(row: asyncpg.Record, who: Principal, body: CancelRequest) -> QueueCancelledData:
+    """The QueueCancelled payload of the waiting ticket `row` once `who` cancels it with `body`
+    (the values the cancel statement writes to the ticket)."""
     return QueueCancelledData(
         queue_id=row["id"],
         clinic_id=row["clinic_id"],
@@ -113,10 +153,10 @@ def _cancelled_data(row: asyncpg.Record) -> QueueCancelledData:
         ticket_number=row["ticket_number"],
         payer=row["payer"],
         bpjs=row["bpjs"],
-        reason_code=row["reason_code"],
-        reason_text=row["reason_text"],
-        cancelled_by=CancelledBy(user_id=row["cancelled_by_id"], name=row["cancelled_by_name"]),
-        cancelled_at=row["cancelled_at"],
+        reason_code=body.reason_code,
+        reason_text=body.reason_text,
+        cancelled_by=CancelledBy(user_id=who.user_id, name=who.name),
+        cancelled_at=row["tx_now"],
     )
 
 

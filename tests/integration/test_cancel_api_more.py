@@ -8,6 +8,7 @@ import pytest
 
 from services.cancel_api.app import create_app
 from services.cancel_api.config import CancelApiSettings
+from services.cancel_api.schemas import CancelResponse
 from tests.fixtures.api import api_env, auth, read_events, token
 from tests.fixtures.infra import free_port
 
@@ -59,6 +60,47 @@ async def test_concurrent_retries_with_one_key_cancel_once(api, infra):
     assert {r.status_code for r in rs} == {200}
     assert len({r.text for r in rs}) == 1
     assert len(await read_events(infra.kafka, api.topic, expect=1)) == 1
+
+
+async def test_concurrent_cancels_without_a_key_cancel_once_and_refuse_the_rest(
+    api, database, infra
+):
+    t = await api.register(payer="BPJS")
+    rs = await asyncio.gather(*(api.cancel(t["id"]) for _ in range(6)))
+    assert sorted(r.status_code for r in rs) == [200] + [409] * 5
+    assert {r.json()["code"] for r in rs if r.status_code == 409} == {"queue_already_cancelled"}
+    conn = await asyncpg.connect(database)
+    try:
+        audits = await conn.fetchval(
+            "select count(*) from queue_audit where queue_id = $1 and action = 'cancel'", t["id"]
+        )
+        times = await conn.fetchrow(
+            "select t.cancelled_at, t.updated_at, a.at from queue_ticket t"
+            " join queue_audit a on a.queue_id = t.id and a.action = 'cancel' where t.id = $1",
+            t["id"],
+        )
+    finally:
+        await conn.close()
+    assert audits == 1 and times["cancelled_at"] == times["updated_at"] == times["at"]
+    events = await read_events(infra.kafka, api.topic, expect=1)
+    assert len(events) == 1
+    body = next(r for r in rs if r.status_code == 200).json()
+    data = events[0][1].payload()
+    assert data.cancelled_at.isoformat().replace("+00:00", "Z") == body["queue"]["cancelled_at"]
+    assert (data.room_id, data.ticket_number, data.payer, data.bpjs) == (
+        body["queue"]["room_id"],
+        body["queue"]["ticket_number"],
+        "BPJS",
+        body["queue"]["bpjs"],
+    )
+
+
+async def test_cancel_response_bytes_are_those_of_the_response_model(api):
+    t = await api.register(payer="BPJS")
+    r = await api.cancel(t["id"], json={"reason_code": "no_show", "reason_text": " é ✓ "})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    expected = CancelResponse.model_validate(r.json()).model_dump_json().encode()
+    assert r.content == expected
 
 
 async def test_user_of_another_clinic_can_neither_read_list_cancel_nor_learn_of_tickets(

@@ -133,3 +133,41 @@ def test_rs256_token_signed_by_another_key_is_rejected(jwks_server):
         TokenVerifier(settings(AUTH_JWKS_URL=url)).verify(
             token(key=other, alg="RS256", headers={"kid": "k1"})
         )
+
+
+def test_cached_token_is_verified_once_and_still_expires(monkeypatch):
+    v = TokenVerifier(settings(), cache_s=30)
+    exp = int(time.time()) + 1
+    t = token({"exp": exp})
+    calls = []
+    decode = v._decode
+    monkeypatch.setattr(v, "_decode", lambda tok: calls.append(tok) or decode(tok))
+    assert v.verify(t) is v.verify(t)
+    assert len(calls) == 1
+    time.sleep(max(0.0, exp - time.time()) + 0.05)  # at exp the token is expired (PyJWT too)
+    with pytest.raises(AuthError, match="expired"):
+        v.verify(t)
+
+
+def test_token_cache_entries_live_at_most_cache_s(monkeypatch):
+    v = TokenVerifier(settings(), cache_s=5)
+    t = token()
+    v.verify(t)
+    later = time.monotonic() + 6
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    calls = []
+    decode = v._decode
+    monkeypatch.setattr(v, "_decode", lambda tok: calls.append(tok) or decode(tok))
+    v.verify(t)
+    assert len(calls) == 1
+
+
+def test_failures_are_not_cached_and_the_cache_is_bounded():
+    v = TokenVerifier(settings(), cache_s=30, cache_size=2)
+    bad = token(key="another-secret-another-secret-12")
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            v.verify(bad)
+    for i in range(5):
+        v.verify(token({"sub": f"u{i}"}))
+    assert len(v._cache) == 2
