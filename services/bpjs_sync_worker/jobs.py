@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from shared.events import CloudEvent, QueueCancelledData
-from shared.outbox import add_to_outbox
+from shared.outbox import OUTBOX_INSERT_COLUMNS, add_to_outbox, outbox_values
 
 
 async def record_job(
@@ -103,34 +103,30 @@ async def save_attempt(
     task99_done: bool,
     result: tuple[str, CloudEvent] | None,
 ) -> None:
-    """Store the attempt, the ticket's sync state and the result event (caller's transaction)."""
-    await conn.execute(
-        "update bpjs_sync_job set status = $2, will_retry = $3, warned = $4,"
-        " next_attempt_at = coalesce($5, next_attempt_at), last_error = $6,"
-        " last_error_kind = $7, last_bpjs_code = $8, last_bpjs_message = $9,"
-        " task99_done = $10, attempts = attempts + 1, last_attempt_at = now(),"
-        " updated_at = now(), last_worker = lease_owner, lease_owner = null, lease_until = null,"
-        " finished_at = case when $2 = 'synced' or not $3 then now() end"
-        " where queue_id = $1",
-        queue_id,
-        status,
-        will_retry,
-        warned,
-        next_attempt_at,
-        error,
-        error_kind,
-        bpjs_code,
-        bpjs_message,
-        task99_done,
-    )
-    await conn.execute(
-        "update queue_ticket set bpjs_sync = $2, updated_at = now()"
-        " where id = $1 and bpjs_sync is distinct from 'resolved_manually'",
-        queue_id,
-        status,
-    )
-    if result is not None:
-        await add_to_outbox(conn, result[0], result[1])
+    """Store the attempt, the ticket's sync state and the result event: one statement (the
+    caller's transaction holds the job row locked)."""
+    out = outbox_values(*result) if result is not None else (None, None, None, None, None)
+    await conn.execute(_SAVE_ATTEMPT_SQL, queue_id, status, will_retry, warned, next_attempt_at,
+                       error, error_kind, bpjs_code, bpjs_message, task99_done, *out)  # fmt: skip
+
+
+_SAVE_ATTEMPT_SQL = f"""
+with job as (
+    update bpjs_sync_job set status = $2, will_retry = $3, warned = $4,
+        next_attempt_at = coalesce($5, next_attempt_at), last_error = $6,
+        last_error_kind = $7, last_bpjs_code = $8, last_bpjs_message = $9,
+        task99_done = $10, attempts = attempts + 1, last_attempt_at = now(),
+        updated_at = now(), last_worker = lease_owner, lease_owner = null, lease_until = null,
+        finished_at = case when $2 = 'synced' or not $3 then now() end
+    where queue_id = $1
+    returning queue_id
+), ticket as (
+    update queue_ticket set bpjs_sync = $2, updated_at = now()
+    where id = $1 and bpjs_sync is distinct from 'resolved_manually'
+)
+insert into outbox ({OUTBOX_INSERT_COLUMNS})
+select $11::uuid, $12::text, $13::text, $14::text, $15::bytea from job where $11::uuid is not null
+"""  # noqa: S608 - a module constant of column names
 
 
 async def warn_overdue(conn: asyncpg.Connection, limit: int = 100) -> list[asyncpg.Record]:
