@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator
 from http import HTTPStatus
@@ -44,6 +45,9 @@ log = get_logger(__name__)
 
 WS_PATH = "/ws"
 WRITE_LIMIT = 64 * 1024  # bytes buffered for one socket before its messages wait in a backlog
+# The kernel's send buffer per socket. Left to autotuning it grows to megabytes for a client
+# that stops reading, hiding a stalled session (and its memory) from the backlog limit.
+SEND_BUFFER = 128 * 1024
 MAX_INCOMING = 64 * 1024  # the largest client message (a subscribe to 500 rooms fits)
 
 
@@ -196,6 +200,9 @@ class Notifier:
     # -- websocket sessions ----------------------------------------------------------------
 
     async def handler(self, conn: ServerConnection) -> None:
+        sock = conn.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         deadline = self.settings.auth_deadline_s
         try:
             first = await asyncio.wait_for(conn.recv(), deadline)
