@@ -111,6 +111,19 @@ def self_cpu_s() -> float:
     return t.user + t.system
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat (idle and iowait are
+    not busy)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of the machine's CPU time (all cores) that was busy between two readings."""
+    return round((after[0] - before[0]) / max(after[1] - before[1], 1), 3)
+
+
 # --- figures and results --------------------------------------------------------------------
 
 PCTS = (50, 90, 95, 99, 99.9)

@@ -16,9 +16,11 @@ import asyncpg
 
 from bench.common import (
     Row,
+    busy_share,
     cdf,
     figure,
     log,
+    machine_jiffies,
     now_iso,
     percentiles,
     save_figure,
@@ -32,6 +34,7 @@ from bench.stack import (
     http_client,
     seed_tickets,
 )
+from bench.ws_fanout import raw_anchor
 from bench.wsclient import Fleet
 from shared.kafka import ensure_topics, make_consumer, make_producer
 
@@ -94,7 +97,7 @@ async def phase(stack: Stack, rate: int, seconds: float, sessions: int, procs: i
         sent: dict[int, float] = {}
         http: dict[int, float] = {}
         statuses: dict[int, int] = {}
-        cpu0, svc0 = self_cpu_s(), stack.cpu_snapshot()
+        cpu0, svc0, m0 = self_cpu_s(), stack.cpu_snapshot(), machine_jiffies()
         async with http_client(256) as client:
             t0 = time.monotonic() + 0.2
 
@@ -107,6 +110,7 @@ async def phase(stack: Stack, rate: int, seconds: float, sessions: int, procs: i
 
             await asyncio.gather(*(one(i, q) for i, q in enumerate(ids)))
             late = max(sent.values()) - t0 - (n - 1) / rate  # how far the generator fell behind
+        busy = busy_share(m0, machine_jiffies())  # while cancels were being sent
         await fleet.settle(n * connected, limit_s=60)  # let the tail arrive (or stall)
         svc = {k: round(v - svc0[k], 2) for k, v in stack.cpu_snapshot().items()}
         gen_cpu = self_cpu_s() - cpu0
@@ -142,6 +146,7 @@ async def phase(stack: Stack, rate: int, seconds: float, sessions: int, procs: i
         "bpjs_synced_count": f"{len(synced)}/{len(bpjs_ids)}",
         "session_closes_by_server": got["closed_by_server"],
         "duplicates": got["duplicates"],
+        "machine_cpu_busy_share": busy,
         "cpu_s": {
             "services": svc,
             "http_generator": round(gen_cpu, 2),
@@ -175,6 +180,12 @@ async def run(quick: bool) -> list[Row]:
         usage = stack.usage(sum(p["cancels"] for p in phases))
     finally:
         await stack.destroy()
+    # The fan-out floor at the first rate: a bare websockets broadcast loop (ws_fanout's anchor)
+    # sending the same message rate to the same number of sessions, with nothing else running.
+    raw_s = 3.0 if quick else 10.0
+    raw = await raw_anchor(sessions, procs, int(100 * raw_s), raw_s)
+    raw.pop("_lat")
+    log(f"e2e fan-out floor, 100/s to {sessions} sessions: {raw['latency_ms']}")
     fig, (a1, a2) = figure(quick, "e2e_latency", title=f"e2e_latency ({sessions} sessions)")
     for p in phases:
         cdf(a1, [x * 1000 for x in p["_e2e"]], f"{p['rate']}/s to every session")
@@ -194,10 +205,16 @@ async def run(quick: bool) -> list[Row]:
         {"inputs": {"seconds_per_rate": seconds, "sessions": sessions, "client_procs": procs,
                     "bpjs_share": 0.2},
          "started": started, "finished": now_iso(), "floor": base, "phases": phases,
+         "fanout_floor_100_per_s": raw,
          "services": usage},
     )  # fmt: skip
+    r = raw["latency_ms"]
     rows = [Row("e2e_latency", "floor: Kafka RTT + PG commit, p50 / p99 (ms)",
-                f"{base['floor_p50_ms']} / {base['floor_p99_ms']}")]  # fmt: skip
+                f"{base['floor_p50_ms']} / {base['floor_p99_ms']}"),
+            Row("e2e_latency",
+                f"fan-out floor: bare broadcast loop, 100 msg/s to {sessions} sessions, "
+                "p50 / p99 (ms); lost",
+                f"{r.get('p50')} / {r.get('p99')}; {raw['lost']}")]  # fmt: skip
     for p, limit in zip(phases, (100, 250), strict=True):
         e, h = p["e2e_all_sessions_ms"], p["http_ms"]
         p99 = e.get("p99")
@@ -212,9 +229,10 @@ async def run(quick: bool) -> list[Row]:
         ))  # fmt: skip
         rows.append(Row(
             "e2e_latency",
-            f"{p['rate']}/s: HTTP p50/p99 (ms); errors; reached every session",
+            f"{p['rate']}/s: HTTP p50/p99 (ms); errors; reached every session; machine CPU busy",
             f"{h.get('p50')} / {h.get('p99')}; {p['errors']}; "
-            f"{p['cancels_reaching_every_session']}/{p['cancels']}",
+            f"{p['cancels_reaching_every_session']}/{p['cancels']}; "
+            f"{round(100 * p['machine_cpu_busy_share'])} %",
         ))  # fmt: skip
         b = p["bpjs_synced_ms"]
         rows.append(Row("e2e_latency", f"{p['rate']}/s: to bpjs.synced p50/p99 (ms)",
