@@ -4,6 +4,7 @@ import base64
 import json
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
@@ -144,7 +145,16 @@ def test_cached_token_is_verified_once_and_still_expires(monkeypatch):
     monkeypatch.setattr(v, "_decode", lambda tok: calls.append(tok) or decode(tok))
     assert v.verify(t) is v.verify(t)
     assert len(calls) == 1
-    time.sleep(max(0.0, exp - time.time()) + 0.05)  # at exp the token is expired (PyJWT too)
+    # The clocks (ours and PyJWT's) move to just past exp: the token is expired, cached or not.
+    after = exp + 0.05
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.fromtimestamp(after, tz)
+
+    monkeypatch.setattr(time, "time", lambda: after)
+    monkeypatch.setattr(jwt.api_jwt, "datetime", Later)
     with pytest.raises(AuthError, match="expired"):
         v.verify(t)
 

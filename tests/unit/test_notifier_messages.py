@@ -20,6 +20,7 @@ from shared.events import (
     encode_event,
     new_event,
 )
+from tests.fixtures.infra import wait_until
 
 BY = CancelledBy(user_id="u-rina", name="Rina")
 
@@ -180,7 +181,6 @@ async def test_a_stalled_session_is_closed_and_never_delays_the_others():
         s.release()
     for i in range(20):
         hub.ingest([record(i, cancelled(qid=i + 1))])
-        await asyncio.sleep(0)  # the event loop runs between records
     assert slow.closed and len(fast_ws.sent) == 20
     assert slow_ws.sent == []  # its backlog was dropped, the client resumes from its cursor
     await asyncio.wait_for(slow.closing(), 5)
@@ -200,7 +200,7 @@ async def test_a_slow_session_gets_its_backlog_in_order_once_the_peer_reads():
     stalled, ws.stall = ws.stall, None  # the peer reads again: the writer drains the backlog,
     assert stalled is not None
     stalled.set()  # then writes go straight to the socket again
-    await asyncio.wait_for(_until(lambda: not s.backlog), 5)
+    await wait_until(lambda: not s.backlog, 5, what="the backlog drained")
     hub.ingest([record(10, cancelled(qid=11))])
     ids = [orjson.loads(m)["queue_id"] for m in ws.sent]
     assert ids == list(range(1, 12)) and s.writer is None
@@ -217,8 +217,3 @@ async def test_duplicated_delivery_is_sent_once():
     ev = cancelled()
     hub.ingest([record(0, ev), record(1, ev), record(2, cancelled(qid=9))])
     assert [orjson.loads(m)["queue_id"] for m in ws.sent] == [7, 9]  # qid 7: the default
-
-
-async def _until(cond) -> None:
-    while not cond():
-        await asyncio.sleep(0.001)
