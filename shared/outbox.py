@@ -60,8 +60,7 @@ def outbox_values(topic: str, event: CloudEvent) -> tuple[str, str, str, str, by
 async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: CloudEvent) -> None:
     """Write one event row inside the caller's open transaction (a trigger sends NOTIFY)."""
     await conn.execute(
-        "insert into outbox (event_id, topic, kafka_key, event_type, payload)"
-        " values ($1, $2, $3, $4, $5)",
+        f"insert into outbox ({OUTBOX_INSERT_COLUMNS}) values ($1, $2, $3, $4, $5)",  # noqa: S608
         *outbox_values(topic, event),
     )
 

@@ -7,7 +7,6 @@ worker makes two calls per cancellation on one event loop, so this CPU capped it
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
 import time
@@ -209,8 +208,8 @@ class BpjsClient:
                 proxy=self._proxy,
                 proxy_auth=self._proxy_auth,
             ) as response:
-                raw = await response.read()
-                status, text = response.status, _decode(raw, response.charset)
+                # The declared charset, else UTF-8 (aiohttp's default); never raises.
+                status, text = response.status, await response.text(errors="replace")
                 kind_of_body = response.headers.get("Content-Type")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             status, text = None, ""
@@ -248,17 +247,6 @@ def _decrypted(
         # A reply we cannot read proves nothing; a later call may get a clean one.
         detail = f"undecryptable response: {exc}"[:200]
         return Outcome(OutcomeKind.RETRYABLE, outcome.code, outcome.message, detail), None
-
-
-def _decode(raw: bytes, charset: str | None) -> str:
-    """The body as text the way httpx decoded it: the declared charset, else UTF-8; never raises."""
-    encoding = "utf-8"
-    if charset:
-        try:
-            encoding = codecs.lookup(charset).name
-        except LookupError:
-            pass
-    return raw.decode(encoding, errors="replace")
 
 
 def _describe(exc: BaseException) -> str:
