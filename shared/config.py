@@ -29,10 +29,36 @@ class BaseServiceSettings(BaseSettings):
     auth_jwks_url: str | None = Field(None, alias="AUTH_JWKS_URL")
     auth_audience: str | None = Field(None, alias="AUTH_AUDIENCE")
     auth_issuer: str | None = Field(None, alias="AUTH_ISSUER")
+    # Identity-provider keys: refreshed this often; an unknown `kid` triggers at most one fetch
+    # per min-refetch period across all requests; leeway tolerates clock skew on exp/iat/nbf.
+    auth_jwks_refresh_s: float = Field(300.0, gt=0, alias="AUTH_JWKS_REFRESH_S")
+    auth_jwks_min_refetch_s: float = Field(30.0, ge=0, alias="AUTH_JWKS_MIN_REFETCH_S")
+    auth_leeway_s: float = Field(30.0, ge=0, alias="AUTH_LEEWAY_S")
+    # Kafka client security: one principal per service (docs/SECURITY.md).
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
+        "PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "PLAIN"] = Field(
+        "SCRAM-SHA-512", alias="KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: str | None = Field(None, alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(None, alias="KAFKA_SASL_PASSWORD")
+    kafka_ssl_cafile: str | None = Field(None, alias="KAFKA_SSL_CAFILE")
+    kafka_ssl_certfile: str | None = Field(None, alias="KAFKA_SSL_CERTFILE")
+    kafka_ssl_keyfile: str | None = Field(None, alias="KAFKA_SSL_KEYFILE")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
 
     @field_validator(
-        "auth_jwt_secret", "auth_jwks_url", "auth_audience", "auth_issuer", mode="before"
+        "auth_jwt_secret",
+        "auth_jwks_url",
+        "auth_audience",
+        "auth_issuer",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
