@@ -59,7 +59,10 @@ class BpjsSyncFailedData(_Wire):
     cancelled_by: CancelledBy
     cancel_event_id: str
     attempts: int
-    error_kind: Literal["rejected", "unreachable"]
+    # rejected: BPJS refused; unreachable: BPJS not answering; no_credentials: the clinic is
+    # missing from BPJS_CREDENTIALS_FILE, nothing was sent (a value added in version 1: readers
+    # of an older copy of this model refuse such an event, so deploy readers first).
+    error_kind: Literal["rejected", "unreachable", "no_credentials"]
     bpjs_code: int | None
     error: str
     will_retry: bool

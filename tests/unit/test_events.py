@@ -89,6 +89,87 @@ def test_non_json_is_refused():
         decode_event(b"<html>")
 
 
+def _example(type_name: str = "QueueCancelled") -> dict:
+    return orjson.loads(next(p for p in EXAMPLES if p.stem == type_name).read_bytes())
+
+
+def _set(path: str, value):
+    def mutate(wire: dict) -> None:
+        *parents, last = path.split(".")
+        target = wire
+        for key in parents:
+            target = target[key]
+        if value is _DROP:
+            target.pop(last)
+        else:
+            target[last] = value
+
+    return mutate
+
+
+_DROP = object()
+STRICT_CASES = {
+    "version-0": _set("schemaversion", 0),
+    "version-x": _set("schemaversion", "x"),
+    "version-string-1": _set("schemaversion", "1"),
+    "version-true": _set("schemaversion", True),
+    "version-null": _set("schemaversion", None),
+    "version-missing": _set("schemaversion", _DROP),
+    "version-float": _set("schemaversion", 1.0),
+    "version-2": _set("schemaversion", 2),
+    "type-missing": _set("type", _DROP),
+    "type-not-a-string": _set("type", ["QueueCancelled"]),
+    "specversion-0.3": _set("specversion", "0.3"),
+    "id-empty": _set("id", ""),
+    "id-number": _set("id", 7),
+    "time-number": _set("time", 1764208800),
+    "time-garbage": _set("time", "yesterday"),
+    "data-not-object": _set("data", "queue 123"),
+    "queue-id-string": _set("data.queue_id", "123"),
+    "queue-id-float": _set("data.queue_id", 123.0),
+    "queue-id-bool": _set("data.queue_id", True),
+    "clinic-number": _set("data.clinic_id", 1),
+    "booking-number": _set("data.bpjs", {"booking_code": 16032021}),
+    "bpjs-list": _set("data.bpjs", ["16032021A001"]),
+    "cancelled-by-string": _set("data.cancelled_by", "Rina"),
+    "cancelled-at-missing": _set("data.cancelled_at", _DROP),
+}
+
+
+@pytest.mark.parametrize("mutate", STRICT_CASES.values(), ids=STRICT_CASES.keys())
+def test_the_decoder_refuses_anything_but_exact_types_and_a_known_version(mutate):
+    wire = _example()
+    mutate(wire)
+    with pytest.raises(UnknownEventError) as info:
+        decode_event(orjson.dumps(wire))
+    assert info.value.reason == "invalid"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"<html>not an event</html>", b"", b"[1, 2]", b'"QueueCancelled"', b"null", b"7", None],
+    ids=["html", "empty", "list", "string", "null", "number", "no-value"],
+)
+def test_values_that_are_not_a_json_object_are_undecodable(raw):
+    with pytest.raises(UnknownEventError) as info:
+        decode_event(raw)
+    assert info.value.reason == "undecodable"
+
+
+def test_a_result_event_with_the_new_no_credentials_kind_decodes():
+    wire = _example("BpjsSyncFailed")
+    wire["data"].update(error_kind="no_credentials", will_retry=False)
+    assert decode_event(orjson.dumps(wire)).payload().error_kind == "no_credentials"
+
+
+def test_a_refusal_names_the_field_but_not_the_value():
+    wire = _example()
+    wire["data"]["bpjs"] = {"booking_code": 16032021}
+    with pytest.raises(UnknownEventError) as info:
+        decode_event(orjson.dumps(wire))
+    assert "data.bpjs.booking_code" in str(info.value) and "16032021" not in str(info.value)
+
+
 def test_models_are_frozen():
     data = BpjsSyncedData(
         queue_id=1,
