@@ -28,7 +28,16 @@ from services.cancel_api.schemas import (
     queue_out,
 )
 from services.cancel_api.ui import ui_router
-from shared.auth import PERM_CANCEL, PERM_CREATE, PERM_UPDATE, AuthError, Principal, TokenVerifier
+from shared.auth import (
+    PERM_CANCEL,
+    PERM_CREATE,
+    PERM_UPDATE,
+    STAFF_PERMISSIONS,
+    AuthError,
+    AuthUnavailable,
+    Principal,
+    TokenVerifier,
+)
 from shared.db import create_pool
 from shared.events import TOPIC_QUEUE_CANCELLED
 from shared.kafka import kafka_reachable
@@ -41,6 +50,7 @@ _ID = re.compile(r"^[1-9][0-9]{0,17}$")
 
 
 IDEMPOTENCY_KEY_MAX = 200
+UNAUTHENTICATED_DETAIL = "Token tidak valid atau sudah kedaluwarsa."
 # The parameters of `POST /antrian_ruangan/batal/{queue_id}` as FastAPI would document them.
 CANCEL_PARAMETERS: list[dict[str, Any]] = [
     {
@@ -102,9 +112,11 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         if settings.outbox_relay_enabled:
             state.relay = OutboxRelay(state.pool, settings.kafka_bootstrap_servers)
             tasks.append(asyncio.create_task(state.relay.run()))
+        verifier.start()  # the identity provider's keys, fetched in the background
         try:
             yield
         finally:
+            await verifier.close()
             if state.relay is not None:
                 state.relay.stop()
             tasks[0].cancel()
@@ -133,14 +145,23 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
     app.include_router(ops_router({"database": db_ok, "kafka": kafka_ok}))
     app.include_router(ui_router(settings))
 
-    def authenticate(authorization: str | None) -> Principal:
+    async def authenticate(authorization: str | None) -> Principal:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Problem(401, "unauthenticated", "Token Bearer tidak ada.")
         try:
-            who = verifier.verify(token.strip())
+            who = await verifier.verify(token.strip())
         except AuthError as exc:
-            raise Problem(401, "unauthenticated", str(exc)) from exc
+            # The verifier's reason stays in the log: it would tell a forger what to fix.
+            log.info("token_rejected", reason=str(exc)[:200])
+            raise Problem(401, "unauthenticated", UNAUTHENTICATED_DETAIL) from exc
+        except AuthUnavailable as exc:
+            raise Problem(
+                503,
+                "auth_unavailable",
+                "Kunci penyedia identitas (login) tidak dapat diambil saat ini.",
+                headers={"Retry-After": str(exc.retry_after_s)},
+            ) from exc
         structlog.contextvars.bind_contextvars(user_id=who.user_id, clinic_id=who.clinic_id)
         return who
 
@@ -151,7 +172,13 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
 
     # async: a plain `def` dependency would run in the thread pool on every request.
     async def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
-        return authenticate(authorization)
+        return await authenticate(authorization)
+
+    # Reading the clinic's tickets (names, record and BPJS numbers) needs one staff permission.
+    async def staff(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if not who.can_any(STAFF_PERMISSIONS):
+            raise Problem(403, "forbidden", "Salah satu izin petugas antrean diperlukan.")
+        return who
 
     def require(permission: str) -> Callable[[Principal], Awaitable[Principal]]:
         async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
@@ -159,7 +186,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
 
         return check
 
-    Staff = Annotated[Principal, Depends(principal)]
+    Staff = Annotated[Principal, Depends(staff)]
 
     # The busiest endpoint reads its path parameter and headers itself: FastAPI's per-request
     # parameter and dependency solving cost more CPU than the rest of the handler (measured in
@@ -176,7 +203,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
     )
     async def cancel(request: Request) -> Any:
         headers = request.headers
-        who = authorize(authenticate(headers.get("authorization")), PERM_CANCEL)
+        who = authorize(await authenticate(headers.get("authorization")), PERM_CANCEL)
         idempotency_key = headers.get("idempotency-key")
         if idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
             raise Problem(

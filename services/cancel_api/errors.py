@@ -26,6 +26,7 @@ TITLES = {
     "payload_too_large": "Permintaan terlalu besar",
     "unsupported_media_type": "Jenis konten tidak didukung",
     "unavailable": "Layanan sedang tidak tersedia, silakan coba lagi",
+    "auth_unavailable": "Layanan login sedang tidak dapat dihubungi, silakan coba lagi",
     "not_found": "Halaman tidak ditemukan",
     "method_not_allowed": "Metode tidak diizinkan",
     "internal_error": "Terjadi kesalahan pada sistem",
@@ -36,13 +37,21 @@ class Problem(Exception):
     """An error answered as problem details; `title` defaults to the code's Indonesian title."""
 
     def __init__(
-        self, status: int, code: str, detail: str, title: str | None = None, **extra: Any
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        title: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.title = title or TITLES.get(code, code)
+        self.headers = headers
         self.extra = extra
 
     @classmethod
@@ -73,7 +82,7 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return problem_response(exc, headers)
+        return problem_response(exc, {**(headers or {}), **(exc.headers or {})} or None)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -18,6 +19,18 @@ HTTP_LATENCY = Histogram(
     ["method", "route", "status"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+
+# A client's X-Request-ID is kept only when it is a short token of safe characters: anything
+# else (newlines, quotes, long strings) would reach log lines, the response and the audit table.
+_SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id_of(incoming: bytes | None) -> str:
+    """The client's request id when it is safe, else a fresh one."""
+    if incoming is not None and _SAFE_REQUEST_ID.fullmatch(incoming):
+        return incoming.decode("ascii")
+    return uuid.uuid4().hex
 
 
 # (method, route, status) -> its histogram child: `labels()` validates and locks on every call.
@@ -43,8 +56,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        incoming = headers.get(b"x-request-id", b"").decode("latin-1")[:100]
-        request_id = incoming or uuid.uuid4().hex
+        request_id = request_id_of(headers.get(b"x-request-id"))
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)

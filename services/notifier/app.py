@@ -37,7 +37,7 @@ from services.notifier.kafka_source import KafkaSource
 from services.notifier.messages import Audience
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.session import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, Session
-from shared.auth import AuthError, Principal, TokenVerifier
+from shared.auth import AuthError, AuthUnavailable, NotStaffToken, Principal, TokenVerifier
 from shared.logging import get_logger
 from shared.service_kit import run_checks
 
@@ -66,22 +66,28 @@ def parse(text: str | bytes) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def authenticate(verifier: TokenVerifier, text: str | bytes) -> tuple[Principal, float]:
-    """The principal and token expiry of an auth message, or Rejected with the close code."""
+async def authenticate(verifier: TokenVerifier, text: str | bytes) -> tuple[Principal, float]:
+    """The principal and the time its session must end, or Rejected with the close code.
+
+    Close reasons are fixed texts: the verifier's own reason goes to the log only.
+    """
     msg = parse(text)
     if msg is None or msg.get("type") != "auth" or not isinstance(msg.get("token"), str):
         raise Rejected(CLOSE_UNAUTHENTICATED, "expected an auth message")
     try:
-        who = verifier.verify(msg["token"])
-    except AuthError as exc:
-        # The verifier wraps signature/expiry/format failures as "invalid token"; anything
-        # else is an authentic token whose claims do not make a staff user.
-        text_ = str(exc)
-        authentic = not (text_.startswith("invalid token") or text_.startswith("missing token"))
-        raise Rejected(CLOSE_FORBIDDEN if authentic else CLOSE_UNAUTHENTICATED, text_) from exc
-    # Already verified above; read again only to learn when the session must end.
+        who = await verifier.verify(msg["token"])
+    except NotStaffToken as exc:  # authentic, but its claims do not make a staff user
+        log.info("token_rejected", reason=str(exc)[:200])
+        raise Rejected(CLOSE_FORBIDDEN, "not a staff token") from exc
+    except AuthUnavailable as exc:  # 1013: the UI keeps reconnecting
+        raise Rejected(1013, "identity provider unavailable, try again") from exc
+    except AuthError as exc:  # missing, malformed, forged or expired
+        log.info("token_rejected", reason=str(exc)[:200])
+        raise Rejected(CLOSE_UNAUTHENTICATED, "invalid token") from exc
+    # Already verified above; read again only to learn when the session must end (the same
+    # clock-skew leeway as the verification, or a just-accepted token would end at once).
     claims = jwt.decode(msg["token"], options={"verify_signature": False})
-    return who, float(claims["exp"])
+    return who, float(claims["exp"]) + verifier.leeway_s
 
 
 class WsSocket:
@@ -206,7 +212,7 @@ class Notifier:
         deadline = self.settings.auth_deadline_s
         try:
             first = await asyncio.wait_for(conn.recv(), deadline)
-            who, exp = authenticate(self.verifier, first)
+            who, exp = await authenticate(self.verifier, first)
             await asyncio.wait_for(self.hub.ready.wait(), deadline)
         except (TimeoutError, Rejected) as exc:
             code, reason = (
@@ -291,7 +297,7 @@ class Notifier:
     async def serving(self) -> AsyncIterator[Server]:
         """Read Kafka and accept connections; on exit, close every session with 1001."""
         s = self.settings
-        async with self.reading():
+        async with self.reading(), self.verifier:
             server = await serve(
                 self.handler,
                 s.http_host,

@@ -185,7 +185,7 @@ async def test_no_auth_within_deadline_bad_tokens_and_garbage_close_with_4401(
             "name": "n",
             "clinic_id": "K",
             "permissions": [],
-            "exp": int(time.time()) - 10,
+            "exp": int(time.time()) - 120,  # beyond the 30 s default leeway
         },
         SECRET,
         algorithm="HS256",
