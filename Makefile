@@ -28,7 +28,7 @@ status:
 # pytest exit code 5 ("no tests ran") counts as a failure.
 test: venv kafka-jars
 	@bash infra/browser.sh ensure
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
+	@APP_ENV=test $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
 
 lint: venv
 	@.venv/bin/ruff check .
@@ -39,7 +39,7 @@ fmt: venv
 	@.venv/bin/ruff format . && .venv/bin/ruff check --fix .
 
 bench: venv kafka-jars
-	@$(PY) -m bench.run $(BENCH_ARGS)
+	@APP_ENV=test $(PY) -m bench.run $(BENCH_ARGS)
 
 bench-quick: venv kafka-jars
-	@$(PY) -m bench.run --quick
+	@APP_ENV=test $(PY) -m bench.run --quick

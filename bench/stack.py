@@ -29,9 +29,10 @@ from bench.common import (
     rss_mb,
 )
 from shared.bpjs import DEV_CREDENTIALS
+from shared.config import API_DB_ROLE, WORKER_DB_ROLE
 from shared.db import migrate
 from shared.kafka import ensure_topics
-from tests.fixtures.infra import free_port
+from tests.fixtures.infra import enable_role_logins, free_port, role_dsn
 from tests.fixtures.processes import ServiceProcess
 
 
@@ -93,13 +94,15 @@ class Stack:
         admin = await asyncpg.connect(ADMIN_DSN, timeout=10)
         try:
             await admin.execute(f'create database "{self.database}"')
+            await migrate(self.dsn)
+            await enable_role_logins(admin)
         finally:
             await admin.close()
-        await migrate(self.dsn)
         await ensure_topics(self.kafka, [self.prefix + t for t in TOPICS])
         return self
 
     def base_env(self, **extra: str) -> dict[str, str]:
+        """Test-mode settings; the API and the worker connect as their own database roles."""
         return {
             "APP_ENV": "test",
             "DATABASE_URL": self.dsn,
@@ -117,7 +120,9 @@ class Stack:
 
     def start_api(self, **extra: str) -> Service:
         port = self.ports["api"] = free_port()
-        env = self.base_env(CANCEL_API_PORT=str(port), **extra)
+        env = self.base_env(
+            CANCEL_API_PORT=str(port), DATABASE_URL=role_dsn(self.dsn, API_DB_ROLE), **extra
+        )
         return self._add("api", "services.cancel_api", env, f"http://127.0.0.1:{port}/healthz")
 
     @property
@@ -147,6 +152,7 @@ class Stack:
         port = self.ports["worker"] = free_port()
         env = self.base_env(
             WORKER_PORT=str(port),
+            DATABASE_URL=role_dsn(self.dsn, WORKER_DB_ROLE),
             WORKER_ID=f"bench-{self.name}",
             WORKER_CONSUMER_GROUP=f"{self.prefix}worker",
             BPJS_BASE_URL=f"{self.sim_url}{RS_PREFIX}",

@@ -8,13 +8,26 @@ declare -A PORT=([cancel_api]="${CANCEL_API_PORT:-8000}" [notifier]="${NOTIFIER_
 
 exists() { [[ -f "$REPO/services/$1/__main__.py" ]]; }
 
+# Each service gets only what it uses: its own database role (fixed dev passwords, created by
+# infra/postgres/pg.sh) and its ops port. APP_ENV=dev: settings default to production.
+PG_HOSTPORT="127.0.0.1:$PG_PORT"; DB_NAME="${DATABASE_URL##*/}"; DB_NAME="${DB_NAME%%\?*}"
+service_env() {
+  case "$1" in
+    cancel_api) echo "DATABASE_URL=postgresql://antrean_api:antrean-api-dev@$PG_HOSTPORT/$DB_NAME" \
+      "OPS_PORT=${API_OPS_PORT:-8010}" ;;
+    bpjs_sync_worker) echo "DATABASE_URL=postgresql://antrean_worker:antrean-worker-dev@$PG_HOSTPORT/$DB_NAME" ;;
+    notifier) echo "OPS_PORT=${NOTIFIER_OPS_PORT:-8011}" ;;
+  esac
+}
+
 start_one() {
   local name="$1" pidf="$RUN_DIR/$1.pid" log="$LOG_DIR/$1.log"
   exists "$name" || return 0
   if pid_alive "$pidf"; then say "$name" "already running (pid $(cat "$pidf"))"; return 0; fi
   # No subshell: `$!` must be the service itself, and nothing may keep the caller's stdout open.
   cd "$REPO"
-  setsid nohup "$PY" -m "services.$name" >> "$log" 2>&1 < /dev/null &
+  # shellcheck disable=SC2046 # word splitting of NAME=value pairs is intended
+  setsid nohup env APP_ENV=dev $(service_env "$name") "$PY" -m "services.$name" >> "$log" 2>&1 < /dev/null &
   echo $! > "$pidf"
   if ! wait_port "${PORT[$name]}" 60 "$name"; then tail -20 "$log" >&2; return 1; fi
   say "$name" "running on 127.0.0.1:${PORT[$name]} (pid $(cat "$pidf"), log $log)"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make up`: PostgreSQL, Kafka, migrations, demo data and every service, natively. Idempotent.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# The native stack is the dev stack (settings default to production, which refuses dev secrets).
+export APP_ENV=dev
 bash "$REPO/infra/postgres/pg.sh" start
 bash "$REPO/infra/kafka/kafka.sh" start
 (cd "$REPO" && "$PY" -m shared.migrate)

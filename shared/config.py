@@ -1,26 +1,84 @@
-"""Settings common to every service (12-factor: environment variables of CONTRACT.md §2)."""
+"""Settings common to every service (12-factor environment variables); production fails closed."""
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import ClassVar, Literal, NoReturn, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-not-for-production"  # noqa: S105 - printed by make up
 DEV_DATABASE_URL = "postgresql://antrean:antrean@127.0.0.1:5432/antrean"
+# The services' own database roles (migration 0006) and the fixed passwords `make up` and the
+# tests give them on the local cluster; a deployment sets its own (docs/SECURITY.md).
+API_DB_ROLE = "antrean_api"
+WORKER_DB_ROLE = "antrean_worker"
+DEV_DB_ROLE_PASSWORDS = {API_DB_ROLE: "antrean-api-dev", WORKER_DB_ROLE: "antrean-worker-dev"}
+DEV_DB_PASSWORDS = frozenset({"antrean", *DEV_DB_ROLE_PASSWORDS.values()})
+# Every value .env.example ships for a secret (tests/unit/test_config_and_logging.py keeps this
+# list and the file in step), plus the usual stand-ins: none of them is ever a real secret.
+PLACEHOLDERS = frozenset({"change-me", "changeme", "change_me", "secret", "password", "xxx"})
+HS256_MIN_BYTES = 32
+# sysexits.h EX_CONFIG: the process refused its configuration (a restart will not help).
+EXIT_CONFIG = 78
+
+S = TypeVar("S", bound=BaseSettings)
 
 
-class MissingSecretError(RuntimeError):
-    """A secret has no value outside dev mode: the service must refuse to start."""
+class SettingsRefused(RuntimeError):
+    """Production settings that must not run (missing, placeholder, dev or weak secrets)."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def is_placeholder(value: str) -> bool:
+    v = value.strip().lower()
+    return v in PLACEHOLDERS or "change-me" in v or "changeme" in v
+
+
+def secret_problem(name: str, value: str | None, dev_values: Iterable[str] = ()) -> str | None:
+    """Why `value` cannot be the production value of secret `name`, or None when it can."""
+    if not value:
+        return f"{name} is missing"
+    if is_placeholder(value):
+        return f"{name} is a placeholder value"
+    if value in set(dev_values):
+        return f"{name} is a dev value"
+    return None
+
+
+def database_url_problem(dsn: str) -> str | None:
+    """A production DSN carries a real password (or a client certificate)."""
+    parts = urlsplit(dsn)
+    query = parse_qs(parts.query)
+    password = parts.password or next(iter(query.get("password", [])), None)
+    if not password:
+        if query.get("sslcert") and query.get("sslkey"):
+            return None  # client-certificate authentication
+        return "DATABASE_URL has no password"
+    if is_placeholder(password):
+        return "DATABASE_URL has a placeholder password"
+    if password in DEV_DB_PASSWORDS:
+        return "DATABASE_URL has a dev password"
+    return None
 
 
 class BaseServiceSettings(BaseSettings):
     """Settings every service shares; each service subclasses it with its own fields."""
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+    # What the service talks to: only those settings are checked (and needed) in production.
+    uses_database: ClassVar[bool] = True
+    uses_auth: ClassVar[bool] = True
+    uses_kafka: ClassVar[bool] = True
 
-    app_env: Literal["dev", "test", "production"] = Field("dev", alias="APP_ENV")
+    app_env: Literal["dev", "test", "production"] = Field("production", alias="APP_ENV")
     database_url: SecretStr = Field(SecretStr(DEV_DATABASE_URL), alias="DATABASE_URL")
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
     # Tests give every run its own topics; production leaves this empty.
@@ -82,25 +140,90 @@ class BaseServiceSettings(BaseSettings):
         return DEV_JWT_SECRET if self.is_dev else None
 
     @model_validator(mode="after")
-    def _refuse_missing_secrets(self) -> BaseServiceSettings:
-        if self.is_dev:
-            return self
-        missing = [name for name in self.required_secrets() if not self._has(name)]
-        if missing:
-            raise MissingSecretError(
-                "refusing to start in production without: " + ", ".join(sorted(missing))
-            )
+    def _fail_closed(self) -> BaseServiceSettings:
+        if self.app_env == "production":
+            problems = self.production_problems()
+            if problems:
+                raise SettingsRefused(problems)
         return self
 
-    def required_secrets(self) -> list[str]:
-        """Environment variables that must be set outside dev mode."""
-        needed = ["DATABASE_URL"]
-        if not self.auth_jwks_url:
-            needed.append("AUTH_JWT_SECRET")
-        return needed
+    def production_problems(self) -> list[str]:
+        """Every reason these settings must not run in production (empty: they may)."""
+        problems: list[str | None] = []
+        if self.uses_database:
+            dsn = self.database_url.get_secret_value()
+            if "database_url" not in self.model_fields_set or not dsn:
+                problems.append("DATABASE_URL is missing")
+            else:
+                problems.append(database_url_problem(dsn))
+        if self.uses_auth:
+            problems.extend(self._auth_problems())
+        if self.uses_kafka:
+            problems.extend(self._kafka_problems())
+        return [p for p in problems if p]
 
-    def _has(self, env_name: str) -> bool:
-        for name, field in type(self).model_fields.items():
-            if field.alias == env_name:
-                return name in self.model_fields_set and getattr(self, name) is not None
-        return False
+    def _auth_problems(self) -> list[str | None]:
+        if self.auth_jwks_url:
+            missing = [
+                name
+                for name, value in (("AUTH_ISSUER", self.auth_issuer),
+                                    ("AUTH_AUDIENCE", self.auth_audience))
+                if not value
+            ]  # fmt: skip
+            return [
+                f"AUTH_JWKS_URL is set without {' and '.join(missing)}" if missing else None,
+                None if self.auth_jwks_url.startswith("https://") else "AUTH_JWKS_URL is not https",
+            ]
+        secret = self.auth_jwt_secret.get_secret_value() if self.auth_jwt_secret else None
+        problem = secret_problem("AUTH_JWT_SECRET", secret, (DEV_JWT_SECRET,))
+        if problem is None and len(secret.encode()) < HS256_MIN_BYTES:  # type: ignore[union-attr]
+            problem = f"AUTH_JWT_SECRET is shorter than {HS256_MIN_BYTES} bytes"
+        return [problem]
+
+    def _kafka_problems(self) -> list[str | None]:
+        problems: list[str | None] = []
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            if not self.kafka_sasl_username:
+                problems.append(
+                    f"KAFKA_SASL_USERNAME is missing (KAFKA_SECURITY_PROTOCOL={protocol})"
+                )
+            password = self.kafka_sasl_password
+            problems.append(
+                secret_problem(
+                    "KAFKA_SASL_PASSWORD", password.get_secret_value() if password else None
+                )
+            )
+        for name, path in (
+            ("KAFKA_SSL_CAFILE", self.kafka_ssl_cafile),
+            ("KAFKA_SSL_CERTFILE", self.kafka_ssl_certfile),
+            ("KAFKA_SSL_KEYFILE", self.kafka_ssl_keyfile),
+        ):
+            if path and not os.access(path, os.R_OK):
+                problems.append(f"{name} is not a readable file")
+        return problems
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad variable; the input is never echoed (it may be a secret)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+        for error in exc.errors()
+    )
+
+
+def refuse_to_start(service: str, reason: str) -> NoReturn:
+    """One line on stderr and exit code 78 (EX_CONFIG): no traceback for a bad setting."""
+    sys.stderr.write(f"{service}: refusing to start: {reason}\n")
+    sys.stderr.flush()
+    raise SystemExit(EXIT_CONFIG)
+
+
+def load_settings(factory: Callable[[], S], service: str) -> S:
+    """The service's settings, or a one-line refusal (see `refuse_to_start`)."""
+    try:
+        return factory()
+    except SettingsRefused as exc:
+        refuse_to_start(service, str(exc))
+    except ValidationError as exc:
+        refuse_to_start(service, describe_validation_error(exc))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
+import os
 from pathlib import Path
 
 import asyncpg
@@ -99,3 +102,24 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         await conn.execute("select pg_advisory_unlock($1)", _MIGRATION_LOCK)
         await conn.close()
     return applied
+
+
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier of `password` (what `ALTER ROLE ... PASSWORD` stores),
+    so a password can be set without its clear text reaching the server or its logs."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+        f"${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
+
+
+async def set_role_login(conn: asyncpg.Connection, role: str, password: str) -> None:
+    """Let `role` log in with `password` (the migrating user needs CREATEROLE)."""
+    quoted = await conn.fetchval("select quote_ident($1)", role)
+    await conn.execute(f"alter role {quoted} login password '{scram_verifier(password)}'")

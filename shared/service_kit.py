@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    start_http_server,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
@@ -27,9 +36,13 @@ async def run_checks(
 
 
 def ops_router(
-    checks: Mapping[str, ReadinessCheck], registry: CollectorRegistry = REGISTRY
+    checks: Mapping[str, ReadinessCheck],
+    registry: CollectorRegistry = REGISTRY,
+    *,
+    metrics: bool = True,
 ) -> APIRouter:
-    """Liveness (the process answers), readiness (its dependencies answer) and metrics."""
+    """Liveness (the process answers), readiness (its dependencies answer) and, unless
+    `metrics` is False (production: they are on the ops port), metrics."""
     router = APIRouter(include_in_schema=False)
 
     @router.get("/healthz")
@@ -45,11 +58,28 @@ def ops_router(
             status_code=200 if ok else 503,
         )
 
-    @router.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    if metrics:
+
+        @router.get("/metrics")
+        async def metrics_page() -> Response:
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def start_metrics_server(host: str, port: int, *, processes: int = 1) -> None:
+    """Serve Prometheus metrics on an ops port from a daemon thread of this process.
+
+    Call it before the server starts. With several worker processes (uvicorn `workers`) the
+    workers are spawned later, and they and this process share prometheus_client's
+    multiprocess directory, so the one ops port reports the sum of all of them.
+    """
+    registry = REGISTRY
+    if processes > 1:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="antrean-metrics-")
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=host, registry=registry)
 
 
 def stop_on_signals(

@@ -1,4 +1,10 @@
-"""Root conftest: registers the infrastructure fixtures."""
+"""Root conftest: registers the infrastructure fixtures; settings run in test mode."""
+
+import os
+
+# Settings default to production (which refuses dev secrets); in-process settings of the tests
+# read this, and every service process gets APP_ENV explicitly as well.
+os.environ["APP_ENV"] = "test"
 
 pytest_plugins = [
     "tests.fixtures.infra",

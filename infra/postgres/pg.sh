@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Native PostgreSQL 15 cluster for dev and tests, run as the `postgres` user (it refuses root):
-# start | stop | status. Creates the role and database of DATABASE_URL on first start.
+# start | stop | status. Creates the role and database of DATABASE_URL on first start, and
+# the services' own roles (login with fixed dev passwords).
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 PGDATA_DIR="${PGDATA_DIR:-$DATA_DIR/postgres}"
 AS_PG=()
@@ -8,6 +9,7 @@ if [[ "$(id -u)" == 0 ]]; then AS_PG=(runuser -u postgres --); fi
 DB_NAME="${DATABASE_URL##*/}"; DB_NAME="${DB_NAME%%\?*}"
 CREDS="${DATABASE_URL#*://}"; CREDS="${CREDS%%@*}"
 DB_USER="${CREDS%%:*}"; DB_PASS="${CREDS#*:}"
+declare -A DEV_ROLE_PASS=([antrean_api]=antrean-api-dev [antrean_worker]=antrean-worker-dev)
 
 init() {
   [[ -f "$PGDATA_DIR/PG_VERSION" ]] && return 0
@@ -40,6 +42,19 @@ ensure_db() {
   fi
   # tests drop their databases WITH (FORCE), which may have to stop an autovacuum worker
   psql_admin -c "grant pg_signal_backend to \"$DB_USER\"" 2> /dev/null
+  # The migrations create one role per service (0006): the migrating user needs CREATEROLE.
+  psql_admin -c "alter role \"$DB_USER\" createrole"
+  # Each service logs in as its own role; these fixed dev passwords are the ones the services
+  # (infra/services.sh) and the tests use, and production refuses them (shared/config.py).
+  local role pass
+  for role in "${!DEV_ROLE_PASS[@]}"; do
+    pass="${DEV_ROLE_PASS[$role]}"
+    if [[ "$(psql_admin -c "select 1 from pg_roles where rolname='$role'")" != 1 ]]; then
+      psql_admin -c "create role \"$role\" login password '$pass'"
+    else
+      psql_admin -c "alter role \"$role\" login password '$pass'"
+    fi
+  done
   if [[ "$(psql_admin -c "select 1 from pg_database where datname='$DB_NAME'")" != 1 ]]; then
     psql_admin -c "create database \"$DB_NAME\" owner \"$DB_USER\""
     say postgres "created database $DB_NAME"

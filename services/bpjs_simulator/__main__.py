@@ -1,18 +1,20 @@
 """`python -m services.bpjs_simulator`: serve the fake BPJS gateway with uvicorn."""
 
 import logging
-import sys
 
 import uvicorn
 
 from services.bpjs_simulator.app import create_app
 from services.bpjs_simulator.config import SimulatorSettings
+from shared.config import load_settings, refuse_to_start
+
+SERVICE = "bpjs-simulator"
 
 
 def main() -> None:
-    settings = SimulatorSettings()
-    if settings.app_env == "production":
-        sys.exit("the BPJS simulator is for dev and tests only: refusing APP_ENV=production")
+    settings = load_settings(SimulatorSettings, SERVICE)
+    if settings.app_env == "production":  # also the default: APP_ENV must say dev or test
+        refuse_to_start(SERVICE, "APP_ENV is production (the simulator is for dev and tests)")
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -22,7 +22,7 @@ class SimulatorSettings(BaseSettings):
         env_prefix="BPJS_SIM_", env_file=None, extra="ignore", frozen=True, populate_by_name=True
     )
 
-    app_env: Literal["dev", "test", "production"] = Field(default="dev", alias="APP_ENV")
+    app_env: Literal["dev", "test", "production"] = Field(default="production", alias="APP_ENV")
     host: str = "127.0.0.1"
     port: int = 8090
     rs_prefix: str = "/antreanrs_dev"

@@ -1,12 +1,17 @@
 """Settings of the BPJS sync worker (CONTRACT.md §2 plus retry, breaker and pool settings)."""
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
 from shared.bpjs import DEV_CREDENTIALS, BpjsCredentials
-from shared.config import BaseServiceSettings
+from shared.config import BaseServiceSettings, secret_problem
+
+DEV_BPJS_SECRETS = (
+    DEV_CREDENTIALS.secret_key.get_secret_value(),
+    DEV_CREDENTIALS.user_key.get_secret_value(),
+)
 
 SIMULATOR_BASES = {
     "antreanrs": "http://127.0.0.1:8090/antreanrs_dev",
@@ -15,6 +20,8 @@ SIMULATOR_BASES = {
 
 
 class WorkerSettings(BaseServiceSettings):
+    uses_auth: ClassVar[bool] = False  # verifies no staff tokens: no AUTH_* needed or checked
+
     http_host: str = Field("127.0.0.1", alias="HTTP_HOST")
     port: int = Field(6066, alias="WORKER_PORT")
     worker_id: str | None = Field(None, alias="WORKER_ID")
@@ -48,11 +55,27 @@ class WorkerSettings(BaseServiceSettings):
     def credentials_default(self) -> BpjsCredentials:
         return BpjsCredentials(self.bpjs_cons_id, self.bpjs_secret_key, self.bpjs_user_key)
 
-    def required_secrets(self) -> list[str]:
-        return [
-            *super().required_secrets(),
-            "BPJS_BASE_URL",
-            "BPJS_CONS_ID",
-            "BPJS_SECRET_KEY",
-            "BPJS_USER_KEY",
-        ]
+    def production_problems(self) -> list[str]:
+        problems = super().production_problems()
+        if not self.bpjs_base_url:
+            problems.append("BPJS_BASE_URL is missing")
+        elif not self.bpjs_base_url.startswith("https://"):
+            problems.append("BPJS_BASE_URL is not https")
+        # With a credentials file every clinic signs with its own set and the defaults are
+        # never used; without one the defaults sign every call.
+        need_defaults = self.bpjs_credentials_file is None
+        for name, field, dev in (
+            ("BPJS_CONS_ID", "bpjs_cons_id", ()),
+            ("BPJS_SECRET_KEY", "bpjs_secret_key", DEV_BPJS_SECRETS),
+            ("BPJS_USER_KEY", "bpjs_user_key", DEV_BPJS_SECRETS),
+        ):
+            if field not in self.model_fields_set:
+                if need_defaults:
+                    problems.append(f"{name} is missing")
+                continue
+            value = getattr(self, field)
+            plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+            problem = secret_problem(name, plain, dev)
+            if problem:
+                problems.append(problem)
+        return problems

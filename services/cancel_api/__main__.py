@@ -3,12 +3,23 @@
 import uvicorn
 
 from services.cancel_api.config import CancelApiSettings
+from shared.config import load_settings, refuse_to_start
 from shared.logging import configure_logging
+from shared.service_kit import start_metrics_server
+
+SERVICE = "cancel-api"
 
 
 def main() -> None:
-    settings = CancelApiSettings()  # refuses to start without secrets outside dev mode
-    configure_logging("cancel-api", settings.log_level)
+    settings = load_settings(CancelApiSettings, SERVICE)  # production refuses bad settings
+    configure_logging(SERVICE, settings.log_level)
+    if settings.ops_enabled:
+        try:
+            start_metrics_server(
+                settings.ops_bind_host, settings.ops_port, processes=settings.workers
+            )
+        except OSError as exc:
+            refuse_to_start(SERVICE, f"OPS_PORT {settings.ops_port}: {exc.strerror}")
     uvicorn.run(
         "services.cancel_api.app:create_app_from_env",
         factory=True,

@@ -128,6 +128,10 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         version="1.0.0",
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        # Off in production unless API_DOCS_ENABLED (the API description maps the attack surface).
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
@@ -142,7 +146,9 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
             return True
         return await kafka_reachable(settings.kafka_bootstrap_servers)
 
-    app.include_router(ops_router({"database": db_ok, "kafka": kafka_ok}))
+    # Production serves /metrics on the ops port only (__main__, OPS_PORT).
+    checks = {"database": db_ok, "kafka": kafka_ok}
+    app.include_router(ops_router(checks, metrics=settings.public_metrics))
     app.include_router(ui_router(settings))
 
     async def authenticate(authorization: str | None) -> Principal:

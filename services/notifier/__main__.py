@@ -6,6 +6,7 @@ import uvloop
 
 from services.notifier.app import Notifier
 from services.notifier.config import NotifierSettings
+from shared.config import load_settings
 from shared.logging import configure_logging, get_logger
 from shared.service_kit import stop_on_signals
 
@@ -22,7 +23,7 @@ async def serve(settings: NotifierSettings) -> None:
 
 
 def main() -> None:
-    settings = NotifierSettings.from_env()  # refuses to start without secrets outside dev mode
+    settings = load_settings(NotifierSettings.from_env, "notifier")  # production refuses bad ones
     configure_logging("notifier", settings.log_level)
     uvloop.run(serve(settings))
 

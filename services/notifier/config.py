@@ -1,11 +1,15 @@
 """Settings of the notifier (environment variables of CONTRACT.md §2 plus its own)."""
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from shared.config import BaseServiceSettings
 
 
 class NotifierSettings(BaseServiceSettings):
+    uses_database: ClassVar[bool] = False  # no DATABASE_URL needed or checked
+
     http_host: str = Field(default="127.0.0.1", alias="HTTP_HOST")
     port: int = Field(default=8001, alias="NOTIFIER_PORT")
     # The client must authenticate within this many seconds (CONTRACT.md §6) or gets 4401.
