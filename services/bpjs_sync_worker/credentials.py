@@ -15,15 +15,27 @@ class CredentialsError(ValueError):
     """The clinic credentials file is missing or malformed: the worker refuses to start."""
 
 
-class CredentialBook:
-    """Each clinic's credentials from a mounted secrets file, else the default set (BPJS_*)."""
+class NoCredentials(LookupError):
+    """The credentials file is set and lacks this clinic: nothing may be sent for it."""
 
-    def __init__(self, default: BpjsCredentials, by_clinic: Mapping[str, BpjsCredentials]) -> None:
+
+class CredentialBook:
+    """Each clinic's credentials from a mounted secrets file; without a file, the default set
+    (BPJS_*) for every clinic. With a file, a clinic missing from it never borrows the default:
+    that would sign its calls as another facility."""
+
+    def __init__(
+        self, default: BpjsCredentials | None, by_clinic: Mapping[str, BpjsCredentials]
+    ) -> None:
         self.default = default
         self._by_clinic = dict(by_clinic)
 
     def for_clinic(self, clinic_id: str) -> BpjsCredentials:
-        return self._by_clinic.get(clinic_id, self.default)
+        """The clinic's credentials; NoCredentials when the file does not list the clinic."""
+        found = self._by_clinic.get(clinic_id, self.default)
+        if found is None:
+            raise NoCredentials(f"clinic {clinic_id!r} is not in BPJS_CREDENTIALS_FILE")
+        return found
 
     @property
     def clinics(self) -> frozenset[str]:
@@ -31,7 +43,8 @@ class CredentialBook:
 
     @classmethod
     def load(cls, default: BpjsCredentials, path: Path | None) -> CredentialBook:
-        """Read `{"<clinic_id>": {"cons_id", "secret_key", "user_key"}}` (all strings)."""
+        """Read `{"<clinic_id>": {"cons_id", "secret_key", "user_key"}}` (all strings); `default`
+        serves every clinic when there is no file, and none when there is one."""
         if path is None:
             return cls(default, {})
         try:
@@ -55,4 +68,4 @@ class CredentialBook:
             book[str(clinic)] = BpjsCredentials(
                 entry["cons_id"], SecretStr(entry["secret_key"]), SecretStr(entry["user_key"])
             )
-        return cls(default, book)
+        return cls(None, book)

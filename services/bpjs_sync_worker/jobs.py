@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from services.bpjs_sync_worker.verify import TICKET_COLUMNS, Ticket
 from shared.events import CloudEvent, QueueCancelledData
 from shared.outbox import OUTBOX_INSERT_COLUMNS, add_to_outbox, outbox_values
 
@@ -39,27 +40,35 @@ async def record_job(
     return str(status).endswith(" 1")
 
 
+async def fetch_ticket(conn: asyncpg.Connection, queue_id: int) -> Ticket | None:
+    row = await conn.fetchrow(
+        f"select {TICKET_COLUMNS} from queue_ticket where id = $1",  # noqa: S608 - constant
+        queue_id,
+    )
+    return None if row is None else Ticket.of(row)
+
+
+# The claimed jobs with their ticket's columns (prefixed `t_`): what is sent to BPJS, and with
+# whose credentials, comes from the ticket row at every attempt.
+_CLAIM_SQL = f"""
+update bpjs_sync_job j set lease_owner = $1, lease_until = now() + make_interval(secs => $3)
+from queue_ticket t
+where t.id = j.queue_id and j.queue_id in (
+    select queue_id from bpjs_sync_job
+    where will_retry and status in ('pending', 'failed') and next_attempt_at <= now()
+      and (lease_until is null or lease_until < now())
+    order by next_attempt_at limit $2 for update skip locked)
+returning j.*, {", ".join(f"t.{c.strip()} as t_{c.strip()}" for c in TICKET_COLUMNS.split(","))}
+"""  # noqa: S608 - a module constant of column names
+
+
 async def claim_due(
     conn: asyncpg.Connection, owner: str, limit: int, lease_s: float
 ) -> list[asyncpg.Record]:
     """Lease up to `limit` due jobs; SKIP LOCKED + lease: no two workers call for one job."""
     if limit <= 0:
         return []
-    return list(
-        await conn.fetch(
-            "update bpjs_sync_job j set lease_owner = $1,"
-            " lease_until = now() + make_interval(secs => $3)"
-            " where queue_id in ("
-            "   select queue_id from bpjs_sync_job"
-            "   where will_retry and status in ('pending', 'failed') and next_attempt_at <= now()"
-            "     and (lease_until is null or lease_until < now())"
-            "   order by next_attempt_at limit $2 for update skip locked)"
-            " returning j.*",
-            owner,
-            limit,
-            lease_s,
-        )
-    )
+    return list(await conn.fetch(_CLAIM_SQL, owner, limit, lease_s))
 
 
 async def release_own_leases(conn: asyncpg.Connection, owner: str) -> int:
@@ -157,6 +166,20 @@ async def mark_warned(
     await add_to_outbox(conn, topic, event)
 
 
+async def stop_unfit(conn: asyncpg.Connection, queue_id: int, owner: str, error: str) -> None:
+    """End a job the ticket row does not confirm, without a call, a result event or a change
+    to the ticket (only a job recorded before events were verified can get here)."""
+    await conn.execute(
+        "update bpjs_sync_job set status = 'failed', will_retry = false, last_error = $3,"
+        " last_error_kind = 'event_mismatch', updated_at = now(), finished_at = now(),"
+        " last_worker = lease_owner, lease_owner = null, lease_until = null"
+        " where queue_id = $1 and lease_owner = $2",
+        queue_id,
+        owner,
+        error,
+    )
+
+
 async def record_dead_letter(
     conn: asyncpg.Connection,
     consumer: str,
@@ -165,17 +188,19 @@ async def record_dead_letter(
     offset: int,
     key: bytes | None,
     value: bytes | None,
+    reason: str,
     error: str,
 ) -> None:
     await conn.execute(
-        'insert into dead_letter (consumer, topic, partition, "offset", key, value, error)'
-        " values ($1, $2, $3, $4, $5, $6, $7) on conflict do nothing",
+        'insert into dead_letter (consumer, topic, partition, "offset", key, value, reason, error)'
+        " values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict do nothing",
         consumer,
         topic,
         partition,
         offset,
         key,
         value,
+        reason,
         error,
     )
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,28 +14,25 @@ import asyncpg
 from aiolimiter import AsyncLimiter
 from prometheus_client import Counter, Gauge
 
-from services.bpjs_sync_worker import jobs
+from services.bpjs_sync_worker import jobs, results, verify
 from services.bpjs_sync_worker.breaker import CircuitBreaker
 from services.bpjs_sync_worker.config import WorkerSettings
-from services.bpjs_sync_worker.credentials import CredentialBook
+from services.bpjs_sync_worker.credentials import CredentialBook, NoCredentials
 from services.bpjs_sync_worker.policy import RetryPolicy, Verdict, decide
 from services.bpjs_sync_worker.syncer import AttemptResult, Syncer
-from shared.bpjs import BpjsClient, Outcome, OutcomeKind
+from services.bpjs_sync_worker.verify import Ticket
+from shared.bpjs import BpjsClient, BpjsCredentials, Outcome, OutcomeKind
 from shared.events import (
     TOPIC_BPJS_SYNC_FAILED,
     TOPIC_BPJS_SYNCED,
-    BpjsSyncedData,
-    BpjsSyncFailedData,
-    CancelledBy,
     CloudEvent,
-    new_event,
 )
 from shared.logging import get_logger
 
 log = get_logger(__name__)
-SOURCE = "/antrean/bpjs-sync-worker"
 SWEEP_INTERVAL_S = 0.5
 WAKE_DEBOUNCE_S = 0.005
+NO_CREDENTIALS = "no_credentials"
 HELD = "BPJS sedang tidak dapat dihubungi (panggilan ditahan circuit breaker)"
 
 ATTEMPTS = Counter("bpjs_sync_attempts_total", "Sync attempts by outcome", ["outcome"])
@@ -122,28 +120,73 @@ class JobPool:
         async with self.db.acquire() as conn:
             claimed = await jobs.claim_due(conn, self.owner, allowed, self.settings.lease_s)
         for job in claimed:
-            self.breaker.started()
-            task = asyncio.create_task(self._work(job))
+            task = asyncio.create_task(self._plan(job))
             self._running.add(task)
             task.add_done_callback(self._done)
+
+    def _plan(self, job: asyncpg.Record) -> Coroutine[Any, Any, None]:
+        """What to do with a claimed job, decided from its ticket row before anything is sent."""
+        ticket = Ticket.of(job, prefix="t_")
+        unfit = verify.unfit(ticket, job["clinic_id"])
+        if unfit:
+            return self._stop_unfit(job, unfit)
+        try:
+            creds = self.credentials.for_clinic(ticket.clinic_id)
+        except NoCredentials:
+            return self._no_credentials(job)  # no call, so no breaker probe either
+        self.breaker.started()
+        return self._work(job, ticket, creds)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         IN_FLIGHT.set(len(self._running))
         self.wake.set()
 
-    async def _work(self, job: asyncpg.Record) -> None:
+    async def _work(self, job: asyncpg.Record, ticket: Ticket, creds: BpjsCredentials) -> None:
         IN_FLIGHT.set(len(self._running))
         try:
             async with self.limiter:
                 result = await self.syncer.attempt(
-                    job,
-                    self.credentials.for_clinic(job["clinic_id"]),
-                    lambda: self._cancel_done(job),
+                    job, ticket, creds, lambda: self._cancel_done(job)
                 )
             self.breaker.record(result.transport_healthy)
             ATTEMPTS.labels(result.outcome.kind.value).inc()
             await self._store(job, result)
+        except Exception as exc:
+            log.exception("sync_attempt_crashed", queue_id=job["queue_id"], error=repr(exc))
+
+    async def _no_credentials(self, job: asyncpg.Record) -> None:
+        """A clinic missing from the credentials file: a final failure, nothing sent to BPJS."""
+        log.warning("bpjs_no_credentials", queue_id=job["queue_id"], clinic_id=job["clinic_id"])
+        detail = f"Kredensial BPJS klinik {job['clinic_id']} tidak ada di BPJS_CREDENTIALS_FILE"
+        result = AttemptResult(
+            Outcome(OutcomeKind.REJECTED, None, "", detail),
+            cancel_done=bool(job["cancel_done"]),
+            task99_done=bool(job["task99_done"]),
+            transport_healthy=True,
+            error_kind=NO_CREDENTIALS,
+        )
+        try:
+            ATTEMPTS.labels(NO_CREDENTIALS).inc()
+            await self._store(job, result)
+        except Exception as exc:
+            log.exception("sync_attempt_crashed", queue_id=job["queue_id"], error=repr(exc))
+
+    async def _stop_unfit(self, job: asyncpg.Record, problems: list[str]) -> None:
+        """The ticket row does not confirm the job: no call, ever (see jobs.stop_unfit)."""
+        verify.security_event(
+            verify.EVENT_MISMATCH,
+            stage="attempt",
+            queue_id=job["queue_id"],
+            event_clinic_id=job["clinic_id"],
+            ticket_clinic_id=job["t_clinic_id"],
+            event_id=str(job["cancel_event_id"]),
+            fields=problems,
+        )
+        try:
+            async with self.db.acquire() as conn:
+                error = "tiket tidak cocok dengan event: " + ", ".join(problems)
+                await jobs.stop_unfit(conn, job["queue_id"], self.owner, error)
         except Exception as exc:
             log.exception("sync_attempt_crashed", queue_id=job["queue_id"], error=repr(exc))
 
@@ -175,17 +218,18 @@ class JobPool:
             status, will_retry = ("failed" if warned else "pending"), True
             if d.verdict is Verdict.SYNCED:
                 status, will_retry = "synced", False
-                event = (self.synced_topic, self._synced(current, attempts, o, now))
+                event = (self.synced_topic, results.synced(current, attempts, o, now))
             elif d.verdict is Verdict.WARN_AND_RETRY:
                 status, warned = "failed", True
                 event = (
                     self.failed_topic,
-                    self._failed(current, attempts, "unreachable", o, True, now),
+                    results.failed(current, attempts, "unreachable", o, True, now),
                 )
             elif d.verdict is not Verdict.RETRY:
                 status, will_retry, warned = "failed", False, True
                 kind = "rejected" if d.verdict is Verdict.REJECTED else "unreachable"
-                event = (self.failed_topic, self._failed(current, attempts, kind, o, False, now))
+                kind = result.error_kind or kind
+                event = (self.failed_topic, results.failed(current, attempts, kind, o, False, now))
             synced = status == "synced"
             await jobs.save_attempt(
                 conn,
@@ -195,7 +239,7 @@ class JobPool:
                 warned=warned,
                 next_attempt_at=d.next_attempt_at,
                 error=None if synced else o.detail or o.message,
-                error_kind=None if synced else o.kind.value,
+                error_kind=None if synced else result.error_kind or o.kind.value,
                 bpjs_code=o.code,
                 bpjs_message=o.message or None,
                 task99_done=result.task99_done,
@@ -223,7 +267,7 @@ class JobPool:
                     job["last_bpjs_message"] or "",
                     job["last_error"] or HELD,
                 )
-                event = self._failed(job, job["attempts"], "unreachable", outcome, True, now)
+                event = results.failed(job, job["attempts"], "unreachable", outcome, True, now)
                 await jobs.mark_warned(conn, job["queue_id"], self.failed_topic, event)
                 RESULTS.labels("BpjsSyncFailed", "unreachable").inc()
 
@@ -232,38 +276,3 @@ class JobPool:
             s = await jobs.stats(conn)
         PENDING.set(s["pending"])
         OLDEST.set(s["oldest_s"])
-
-    def _ids(self, job: Any) -> dict[str, Any]:
-        data = job["event_data"]
-        return {
-            "queue_id": job["queue_id"],
-            "clinic_id": job["clinic_id"],
-            "ticket_number": job["ticket_number"],
-            "cancelled_by": CancelledBy.model_validate(data["cancelled_by"]),
-            "cancel_event_id": str(job["cancel_event_id"]),
-        }
-
-    def _synced(self, job: Any, attempts: int, o: Outcome, now: datetime) -> CloudEvent:
-        data = BpjsSyncedData(
-            **self._ids(job),
-            attempts=attempts,
-            bpjs_code=o.code,
-            bpjs_message=o.message or None,
-            synced_at=now,
-            recovered=bool(job["warned"]),
-        )
-        return new_event(data, source=SOURCE)
-
-    def _failed(
-        self, job: Any, attempts: int, kind: str, outcome: Outcome, will_retry: bool, now: datetime
-    ) -> CloudEvent:
-        data = BpjsSyncFailedData(
-            **self._ids(job),
-            attempts=attempts,
-            error_kind=kind,
-            bpjs_code=outcome.code,
-            error=outcome.detail or outcome.message or "BPJS tidak dapat dihubungi",
-            will_retry=will_retry,
-            failed_at=now,
-        )
-        return new_event(data, source=SOURCE)

@@ -8,6 +8,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from services.bpjs_sync_worker.verify import Ticket
 from shared.bpjs import BpjsClient, BpjsCredentials, CallResult, Outcome, OutcomeKind
 from shared.logging import get_logger
 from shared.reasons import bpjs_reason
@@ -29,6 +30,7 @@ class AttemptResult:
     cancel_done: bool
     task99_done: bool
     transport_healthy: bool  # BPJS answered (for the circuit breaker)
+    error_kind: str | None = None  # of a failure decided without BPJS (no_credentials)
 
 
 def _observe(call: str, result: CallResult) -> None:
@@ -41,13 +43,15 @@ class Syncer:
         self.client = client
         self.send_task99 = send_task99 and client.service == "antreanrs"
 
-    async def attempt(self, job: Any, creds: BpjsCredentials, on_cancel_done: Any) -> AttemptResult:
-        data = job["event_data"]
+    async def attempt(
+        self, job: Any, ticket: Ticket, creds: BpjsCredentials, on_cancel_done: Any
+    ) -> AttemptResult:
+        """The calls for `job`, with every field taken from its ticket row, never the event."""
         cancel_done = bool(job["cancel_done"])
         task99_done = bool(job["task99_done"])
         last: Outcome | None = None
         if not cancel_done:
-            result = await self._cancel(creds, data)
+            result = await self._cancel(creds, ticket)
             _observe("batal", result)
             last = result.outcome
             if not result.ok:
@@ -56,7 +60,7 @@ class Syncer:
             cancel_done = True
             await on_cancel_done()  # persisted now: a crash before task 99 never re-cancels blindly
         if self.send_task99 and not task99_done:
-            booking = (data.get("bpjs") or {}).get("booking_code", "")
+            booking = ticket.booking("booking_code")
             result = await self.client.update_task(creds, booking, 99, int(time.time() * 1000))
             _observe("task99", result)
             if result.outcome.kind is OutcomeKind.RETRYABLE:
@@ -77,15 +81,14 @@ class Syncer:
             outcome = Outcome(OutcomeKind.SUCCESS, outcome.code, outcome.message, outcome.detail)
         return AttemptResult(outcome, cancel_done, task99_done, True)
 
-    async def _cancel(self, creds: BpjsCredentials, data: dict[str, Any]) -> CallResult:
-        bpjs = data.get("bpjs") or {}
-        reason = bpjs_reason(data.get("reason_code"), data.get("reason_text"))
+    async def _cancel(self, creds: BpjsCredentials, ticket: Ticket) -> CallResult:
+        reason = bpjs_reason(ticket.reason_code, ticket.reason_text)
         if self.client.service == "antreanrs":
-            return await self.client.cancel_rs(creds, bpjs.get("booking_code", ""), reason)
+            return await self.client.cancel_rs(creds, ticket.booking("booking_code"), reason)
         return await self.client.cancel_fktp(
             creds,
-            bpjs.get("visit_date", ""),
-            bpjs.get("poli_code", ""),
-            bpjs.get("card_number", ""),
+            ticket.booking("visit_date"),
+            ticket.booking("poli_code"),
+            ticket.booking("card_number"),
             reason,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from typing import Any
 
 import asyncpg
@@ -16,7 +17,7 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
-from services.bpjs_sync_worker import jobs
+from services.bpjs_sync_worker import jobs, verify
 from services.bpjs_sync_worker.config import WorkerSettings
 from services.bpjs_sync_worker.pool import JobPool
 from shared.bpjs import BpjsClient
@@ -34,6 +35,7 @@ from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 
 log = get_logger(__name__)
+# handling: recorded, duplicate, not_bpjs, or the dead-letter reason (verify.py)
 RECEIVED = Counter("bpjs_worker_events_total", "QueueCancelled events by handling", ["handling"])
 
 
@@ -173,19 +175,45 @@ async def _handle(rt: Runtime, settings: WorkerSettings, event: Any) -> None:
 
 
 async def _record(rt: Runtime, settings: WorkerSettings, message: Any) -> None:
+    """A job for an event the database confirms; a dead letter (with its reason) otherwise."""
     assert rt.db is not None
     try:
         cloud = decode_event(message.value)
         data = cloud.payload()
-        assert isinstance(data, QueueCancelledData)
-    except (UnknownEventError, AssertionError) as exc:
-        await _dead_letter(rt, settings, message, str(exc))
+        if not isinstance(data, QueueCancelledData):
+            raise UnknownEventError(f"{cloud.type} does not belong on this topic")
+        if not _is_uuid(cloud.id):  # the job keeps it in a uuid column, as the outbox does
+            raise UnknownEventError("the event id is not a UUID")
+        if not 0 < data.queue_id <= verify.BIGINT_MAX:
+            raise UnknownEventError("queue_id out of range")
+    except UnknownEventError as exc:
+        await _dead_letter(rt, settings, message, exc.reason, str(exc))
         return
     if data.payer != "BPJS":
-        RECEIVED.labels("not_bpjs").inc()
+        RECEIVED.labels("not_bpjs").inc()  # nothing to send to BPJS, whatever the row says
         return
+    ids = {"queue_id": data.queue_id, "event_clinic_id": data.clinic_id, "event_id": cloud.id}
     try:
         async with rt.db.acquire() as conn:
+            ticket = await jobs.fetch_ticket(conn, data.queue_id)
+            problems = (
+                None if ticket is None else verify.mismatches(ticket, data, settings.bpjs_service)
+            )
+            if ticket is None or problems:
+                reason = verify.UNKNOWN_TICKET if ticket is None else verify.EVENT_MISMATCH
+                verify.security_event(
+                    reason,
+                    stage="record",
+                    **ids,
+                    ticket_clinic_id=ticket and ticket.clinic_id,
+                    fields=problems or [],
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                )
+                detail = f"{reason}: " + (", ".join(problems) if problems else "no such ticket")
+                await _dead_letter(rt, settings, message, reason, detail, conn=conn)
+                return
             created = await jobs.record_job(
                 conn,
                 cloud,
@@ -194,30 +222,50 @@ async def _record(rt: Runtime, settings: WorkerSettings, message: Any) -> None:
                 first_phase_s=settings.first_phase_s,
                 horizon_s=settings.horizon_s,
             )
-    except asyncpg.ForeignKeyViolationError as exc:
-        await _dead_letter(rt, settings, message, f"unknown queue ticket: {exc}")
+    except asyncpg.DataError as exc:
+        # Text PostgreSQL cannot store (e.g. NUL): retrying would block the partition forever.
+        await _dead_letter(rt, settings, message, verify.INVALID, f"not storable: {exc}"[:300])
         return
     RECEIVED.labels("recorded" if created else "duplicate").inc()
     if created and rt.pool is not None:
         rt.pool.wake.set()
 
 
-async def _dead_letter(rt: Runtime, settings: WorkerSettings, message: Any, error: str) -> None:
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+async def _dead_letter(
+    rt: Runtime,
+    settings: WorkerSettings,
+    message: Any,
+    reason: str,
+    error: str,
+    conn: asyncpg.Connection | None = None,
+) -> None:
     """Keep a message we cannot act on where an operator can see it (never drop it silently)."""
     assert rt.db is not None
-    async with rt.db.acquire() as conn:
-        await jobs.record_dead_letter(
-            conn,
-            settings.consumer_group,
-            message.topic,
-            message.partition,
-            message.offset,
-            message.key,
-            message.value,
-            error,
-        )
-    RECEIVED.labels("dead_letter").inc()
-    log.error("dead_letter", topic=message.topic, offset=message.offset, error=error)
+    args = (
+        settings.consumer_group,
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        reason,
+        error,
+    )
+    if conn is not None:
+        await jobs.record_dead_letter(conn, *args)
+    else:
+        async with rt.db.acquire() as own:
+            await jobs.record_dead_letter(own, *args)
+    RECEIVED.labels(reason).inc()
+    log.error("dead_letter", topic=message.topic, offset=message.offset, reason=reason, error=error)
 
 
 def _pages(app: faust.App, rt: Runtime, settings: WorkerSettings) -> None:

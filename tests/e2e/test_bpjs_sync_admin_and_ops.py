@@ -203,7 +203,7 @@ async def test_undecodable_message_is_kept_as_a_dead_letter_and_the_stream_goes_
     [(_, event)] = await read_events(infra.kafka, synced_topic, expect=1, timeout=60)
     assert event.payload().queue_id == t["id"]
     conn = await asyncpg.connect(database)
-    rows = await conn.fetch("select value, error from dead_letter")
+    rows = await conn.fetch("select value, reason, error from dead_letter")
     await conn.close()
     assert [bytes(r["value"]) for r in rows] == [b"<html>not an event</html>"]
-    assert "not JSON" in rows[0]["error"]
+    assert rows[0]["reason"] == "undecodable" and "not JSON" in rows[0]["error"]

@@ -6,7 +6,8 @@ import json
 import asyncpg
 import pytest
 
-from tests.fixtures.api import read_events
+from shared.bpjs import DEV_CREDENTIALS
+from tests.fixtures.api import read_events, token
 from tests.fixtures.infra import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -223,33 +224,47 @@ async def test_fktp_clinic_cancellation_is_synced_without_task_99(
     }
 
 
-async def test_each_clinic_signs_with_its_own_credentials(api, sim, start_worker, infra, tmp_path):
-    # KLINIK-B's own consumer secret is wrong at the gateway; KLINIK-A uses the default set.
+async def test_each_clinic_signs_with_its_own_credentials_and_one_missing_from_the_file_gets_none(
+    api, sim, start_worker, infra, database, tmp_path
+):
+    # KLINIK-A's own set is the gateway's; KLINIK-B's secret is wrong there; KLINIK-C is not in
+    # the file. The default BPJS_* set is wrong too: KLINIK-A syncing proves it signed with its
+    # own, and KLINIK-C must never borrow the default.
     creds = tmp_path / "bpjs-credentials.json"
+    sim_set = {
+        "cons_id": DEV_CREDENTIALS.cons_id,
+        "secret_key": DEV_CREDENTIALS.secret_key.get_secret_value(),
+        "user_key": DEV_CREDENTIALS.user_key.get_secret_value(),
+    }
     creds.write_text(
-        json.dumps(
-            {
-                "KLINIK-B": {
-                    "cons_id": "10001",
-                    "secret_key": "not-the-secret",
-                    "user_key": "sim-dev-user-key",
-                }
-            }
-        )
+        json.dumps({"KLINIK-A": sim_set, "KLINIK-B": {**sim_set, "secret_key": "not-the-secret"}})
     )
-    start_worker(BPJS_CREDENTIALS_FILE=str(creds))
-    sim.seed_booking("BK-CLINIC-A")
-    sim.seed_booking("BK-CLINIC-B")
-    a = await api.register(payer="BPJS", bpjs={"booking_code": "BK-CLINIC-A"}, clinic="KLINIK-A")
-    b = await api.register(payer="BPJS", bpjs={"booking_code": "BK-CLINIC-B"}, clinic="KLINIK-B")
-    from tests.fixtures.api import token
-
-    assert (await api.cancel(a["id"], tok=token("KLINIK-A"))).status_code == 200
-    assert (await api.cancel(b["id"], tok=token("KLINIK-B"))).status_code == 200
+    start_worker(BPJS_CREDENTIALS_FILE=str(creds), BPJS_SECRET_KEY="wrong-default-secret")
+    made = {}
+    for clinic in ("A", "B", "C"):
+        booking = f"BK-CLINIC-{clinic}"
+        sim.seed_booking(booking)
+        t = await api.register(
+            payer="BPJS", bpjs={"booking_code": booking}, clinic=f"KLINIK-{clinic}"
+        )
+        assert (await api.cancel(t["id"], tok=token(f"KLINIK-{clinic}"))).status_code == 200
+        made[clinic] = t["id"]
     synced_topic, failed_topic = topics(api)
     [(_, ok)] = await read_events(infra.kafka, synced_topic, expect=1, timeout=60)
-    [(_, refused)] = await read_events(infra.kafka, failed_topic, expect=1, timeout=60)
-    assert ok.payload().queue_id == a["id"]
-    assert refused.payload().queue_id == b["id"] and refused.payload().error_kind == "rejected"
-    assert "Signature" in refused.payload().error
+    failed = await read_events(infra.kafka, failed_topic, expect=2, timeout=60)
+    assert ok.payload().queue_id == made["A"]
+    by_queue = {e.payload().queue_id: e.payload() for _, e in failed}
+    refused, missing = by_queue[made["B"]], by_queue[made["C"]]
+    assert refused.error_kind == "rejected" and "Signature" in refused.error
+    assert (missing.error_kind, missing.will_retry, missing.bpjs_code) == (
+        "no_credentials",
+        False,
+        None,
+    )
+    assert "KLINIK-C" in missing.error
+    sent = [r["body"] for r in sim.requests_log() if "/antrean/" in r["path"]]
+    assert not any("BK-CLINIC-C" in body for body in sent)
     assert sim.applied_cancellations("antreanrs", "BK-CLINIC-B") == 0
+    state = await sync_state(database, made["C"])
+    assert state["ticket"] == "failed" and state["job"]["will_retry"] is False
+    assert state["job"]["last_error_kind"] == "no_credentials"

@@ -5,13 +5,13 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from services.bpjs_sync_worker.credentials import CredentialBook, CredentialsError
+from services.bpjs_sync_worker.credentials import CredentialBook, CredentialsError, NoCredentials
 from shared.bpjs import BpjsCredentials
 
 DEFAULT = BpjsCredentials("10001", SecretStr("s"), SecretStr("u"))
 
 
-def test_clinics_in_the_file_get_their_own_credentials_others_the_default(tmp_path):
+def test_clinics_in_the_file_get_their_own_credentials_others_none(tmp_path):
     path = tmp_path / "creds.json"
     path.write_text(
         json.dumps({"KLINIK-B": {"cons_id": "20002", "secret_key": "sb", "user_key": "ub"}})
@@ -23,7 +23,9 @@ def test_clinics_in_the_file_get_their_own_credentials_others_the_default(tmp_pa
         "sb",
         "ub",
     )
-    assert book.for_clinic("KLINIK-A") is DEFAULT
+    with pytest.raises(NoCredentials) as info:
+        book.for_clinic("KLINIK-A")  # never the default set: that is another facility's
+    assert "KLINIK-A" in str(info.value) and "20002" not in str(info.value)
     assert book.clinics == {"KLINIK-B"}
 
 
