@@ -22,6 +22,8 @@ DEV_DB_PASSWORDS = frozenset({"antrean", *DEV_DB_ROLE_PASSWORDS.values()})
 # Every value .env.example ships for a secret (tests/unit/test_config_and_logging.py keeps this
 # list and the file in step), plus the usual stand-ins: none of them is ever a real secret.
 PLACEHOLDERS = frozenset({"change-me", "changeme", "change_me", "secret", "password", "xxx"})
+# Kafka SASL passwords of the dev/test broker, when they are fixed values: refused in production.
+DEV_KAFKA_PASSWORDS: frozenset[str] = frozenset()
 HS256_MIN_BYTES = 32
 # sysexits.h EX_CONFIG: the process refused its configuration (a restart will not help).
 EXIT_CONFIG = 78
@@ -191,7 +193,9 @@ class BaseServiceSettings(BaseSettings):
             password = self.kafka_sasl_password
             problems.append(
                 secret_problem(
-                    "KAFKA_SASL_PASSWORD", password.get_secret_value() if password else None
+                    "KAFKA_SASL_PASSWORD",
+                    password.get_secret_value() if password else None,
+                    DEV_KAFKA_PASSWORDS,
                 )
             )
         for name, path in (

@@ -1,8 +1,10 @@
 """`python -m services.cancel_api.relay`: run the outbox relay alone (outside the API process)."""
 
 import asyncio
+from typing import ClassVar
 
 from services.cancel_api.config import CancelApiSettings
+from shared.config import load_settings
 from shared.db import create_pool
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
@@ -11,8 +13,11 @@ from shared.service_kit import stop_on_signals
 log = get_logger(__name__)
 
 
-async def run() -> None:
-    settings = CancelApiSettings()
+class RelaySettings(CancelApiSettings):
+    uses_auth: ClassVar[bool] = False  # publishes rows only: no staff tokens to verify
+
+
+async def run(settings: CancelApiSettings) -> None:
     pool = await create_pool(settings.database_url.get_secret_value(), min_size=0, max_size=4)
     relay = OutboxRelay(pool, settings.kafka_bootstrap_servers)
     stop = asyncio.Event()
@@ -26,5 +31,6 @@ async def run() -> None:
 
 
 if __name__ == "__main__":
-    configure_logging("outbox-relay")
-    asyncio.run(run())
+    relay_settings = load_settings(RelaySettings, "outbox-relay")  # production refuses bad ones
+    configure_logging("outbox-relay", relay_settings.log_level)
+    asyncio.run(run(relay_settings))
