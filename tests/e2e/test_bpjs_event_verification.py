@@ -273,3 +273,50 @@ async def test_bad_events_are_dead_lettered_and_the_good_event_behind_them_on_th
     ]
     assert all(r["error"] for r in rows)
     assert batal_bookings(sim) == ["BK-GOOD"]
+
+
+async def insert_job(dsn: str, ticket: dict, event_booking: str) -> None:
+    """A job as a worker before this check would have recorded it from a forged event."""
+    data = forged(ticket, bpjs={"booking_code": event_booking}).model_dump(mode="json")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "insert into bpjs_sync_job (queue_id, cancel_event_id, clinic_id, ticket_number,"
+            " service, event_data, first_phase_until, horizon_at)"
+            " values ($1, gen_random_uuid(), $2, $3, 'antreanrs', $4::jsonb,"
+            "         now() + interval '1 minute', now() + interval '1 day')",
+            ticket["id"],
+            ticket["clinic"],
+            ticket["ticket_number"],
+            json.dumps(data),
+        )
+    finally:
+        await conn.close()
+
+
+async def test_at_each_attempt_the_request_is_built_from_the_ticket_row_not_the_stored_event(
+    api, sim, start_worker, database, infra
+):
+    for booking in ("BK-ROW", "BK-VICTIM", "BK-STILL-WAITING"):
+        sim.seed_booking(booking)
+    cancelled = await insert_ticket(database, seq=6, booking="BK-ROW")
+    waiting = await insert_ticket(database, seq=7, booking="BK-STILL-WAITING", cancelled=False)
+    await insert_job(database, cancelled, event_booking="BK-VICTIM")
+    await insert_job(database, waiting, event_booking="BK-VICTIM")
+    worker = start_worker()
+
+    [(_, synced)] = await read_events(infra.kafka, topics(api)[0], expect=1, timeout=60)
+    assert synced.payload().queue_id == cancelled["id"]
+    await wait_until(
+        lambda: _job_stopped(database, waiting["id"]), timeout=30, what="unfit job stopped"
+    )
+    assert batal_bookings(sim) == ["BK-ROW"]  # the row's booking, never the stored event's
+    assert sim.applied_cancellations("antreanrs", "BK-VICTIM") == 0
+    assert (await sync_state(database, waiting["id"]))["ticket"] is None
+    metrics = httpx.get(f"http://127.0.0.1:{worker.env['WORKER_PORT']}/metrics").text
+    assert 'bpjs_worker_security_events_total{kind="event_mismatch"} 1.0' in metrics
+
+
+async def _job_stopped(dsn: str, queue_id: int) -> bool:
+    job = (await sync_state(dsn, queue_id))["job"]
+    return job["last_error_kind"] == "event_mismatch" and job["will_retry"] is False
