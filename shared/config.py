@@ -55,6 +55,11 @@ def secret_problem(name: str, value: str | None, dev_values: Iterable[str] = ())
     return None
 
 
+def is_https(url: str) -> bool:
+    """Whether `url` is an https:// URL (production talks to nothing else over HTTP)."""
+    return url.lower().startswith("https://")
+
+
 def database_url_problem(dsn: str) -> str | None:
     """A production DSN carries a real password (or a client certificate)."""
     parts = urlsplit(dsn)
@@ -168,17 +173,19 @@ class BaseServiceSettings(BaseSettings):
         if self.auth_jwks_url:
             missing = [
                 name
-                for name, value in (("AUTH_ISSUER", self.auth_issuer),
-                                    ("AUTH_AUDIENCE", self.auth_audience))
+                for name, value in (
+                    ("AUTH_ISSUER", self.auth_issuer),
+                    ("AUTH_AUDIENCE", self.auth_audience),
+                )
                 if not value
-            ]  # fmt: skip
+            ]
             return [
                 f"AUTH_JWKS_URL is set without {' and '.join(missing)}" if missing else None,
-                None if self.auth_jwks_url.startswith("https://") else "AUTH_JWKS_URL is not https",
+                None if is_https(self.auth_jwks_url) else "AUTH_JWKS_URL is not https",
             ]
         secret = self.auth_jwt_secret.get_secret_value() if self.auth_jwt_secret else None
         problem = secret_problem("AUTH_JWT_SECRET", secret, (DEV_JWT_SECRET,))
-        if problem is None and len(secret.encode()) < HS256_MIN_BYTES:  # type: ignore[union-attr]
+        if problem is None and secret is not None and len(secret.encode()) < HS256_MIN_BYTES:
             problem = f"AUTH_JWT_SECRET is shorter than {HS256_MIN_BYTES} bytes"
         return [problem]
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
@@ -76,7 +78,9 @@ def start_metrics_server(host: str, port: int, *, processes: int = 1) -> None:
     """
     registry = REGISTRY
     if processes > 1:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="antrean-metrics-")
+        directory = tempfile.mkdtemp(prefix="antrean-metrics-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     start_http_server(port, addr=host, registry=registry)

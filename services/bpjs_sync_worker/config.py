@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, SecretStr
 
 from shared.bpjs import DEV_CREDENTIALS, BpjsCredentials
-from shared.config import BaseServiceSettings, secret_problem
+from shared.config import BaseServiceSettings, is_https, secret_problem
 
 DEV_BPJS_SECRETS = (
     DEV_CREDENTIALS.secret_key.get_secret_value(),
@@ -59,7 +59,7 @@ class WorkerSettings(BaseServiceSettings):
         problems = super().production_problems()
         if not self.bpjs_base_url:
             problems.append("BPJS_BASE_URL is missing")
-        elif not self.bpjs_base_url.startswith("https://"):
+        elif not is_https(self.bpjs_base_url):
             problems.append("BPJS_BASE_URL is not https")
         # With a credentials file every clinic signs with its own set and the defaults are
         # never used; without one the defaults sign every call.
