@@ -236,7 +236,7 @@ async def test_good_production_api_serves_no_metrics_docs_or_openapi_on_its_publ
         "CANCEL_API_PORT": str(port),
         "OPS_PORT": str(ops),
     }
-    spawn("services.cancel_api", env, f"http://127.0.0.1:{port}/readyz")
+    spawn("services.cancel_api", env, f"http://127.0.0.1:{port}/healthz")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
         for path in ("/metrics", "/docs", "/openapi.json", "/redoc"):
             assert (await c.get(path)).status_code == 404, path
