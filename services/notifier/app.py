@@ -8,46 +8,45 @@ Close codes: 4401 no auth message within the deadline, a first message that is n
 message, or a missing/invalid/expired token (also when the token expires during the session);
 4403 an authentic, unexpired token that is not a usable staff token (no clinic, name or
 permission list); 4408 the session fell too far behind (the client reconnects and resumes);
-1013 a resume could not be served right now (the client retries); 1001 the server is stopping.
+4429 too many connections (on this instance, or of this user); 1013 not ready yet (Kafka not
+reached) or a resume could not be served right now (the client retries); 1001 stopping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
-from http import HTTPStatus
 from typing import Any
 
 import jwt
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from services.notifier.config import NotifierSettings
-from services.notifier.cursor import CursorError
-from services.notifier.hub import Hub
+from services.notifier.connection import WRITE_LIMIT, WsSocket, limit_send_buffer
+from services.notifier.hub import Hub, Resync
 from services.notifier.kafka_source import KafkaSource
 from services.notifier.messages import Audience
 from services.notifier.metrics import NotifierMetrics
-from services.notifier.session import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, Session
+from services.notifier.ops import OpsEndpoints, path_of
+from services.notifier.session import (
+    CLOSE_FORBIDDEN,
+    CLOSE_TOO_MANY,
+    CLOSE_TRY_AGAIN,
+    CLOSE_UNAUTHENTICATED,
+    Session,
+)
 from shared.auth import AuthError, AuthUnavailable, NotStaffToken, Principal, TokenVerifier
 from shared.logging import get_logger
-from shared.service_kit import run_checks
 
 log = get_logger(__name__)
 
 WS_PATH = "/ws"
-WRITE_LIMIT = 64 * 1024  # bytes buffered for one socket before its messages wait in a backlog
-# The kernel's send buffer per socket. Left to autotuning it grows to megabytes for a client
-# that stops reading, hiding a stalled session (and its memory) from the backlog limit.
-SEND_BUFFER = 128 * 1024
 MAX_INCOMING = 64 * 1024  # the largest client message (a subscribe to 500 rooms fits)
 
 
@@ -90,52 +89,6 @@ async def authenticate(verifier: TokenVerifier, text: str | bytes) -> tuple[Prin
     return who, float(claims["exp"]) + verifier.leeway_s
 
 
-class WsSocket:
-    """A session's view of its connection: a pre-encoded frame written straight to the socket
-    when it keeps up (like `websockets.broadcast`, minus encoding the frame per socket), and
-    the connection's own flow-controlled `send` when it does not.
-
-    Writing whole frames to the transport is safe here: websockets writes each of its own
-    frames in one `transport.write` as well, so frames never interleave.
-    """
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: ServerConnection) -> None:
-        self.conn = conn
-
-    def write_now(self, frame: bytes) -> bool:
-        conn = self.conn
-        if conn.protocol.state is not State.OPEN:
-            return True  # closing: dropped, the client resumes from its cursor
-        if conn.transport.get_write_buffer_size() > WRITE_LIMIT:
-            return False
-        conn.transport.write(frame)
-        return True
-
-    async def send(self, data: bytes) -> None:
-        await self.conn.send(data, text=True)
-
-    async def close(self, code: int, reason: str) -> None:
-        await self.conn.close(code, reason)
-
-
-def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
-    headers = Headers(
-        [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            ("Connection", "close"),
-        ]
-    )
-    return Response(status.value, status.phrase, headers, body)
-
-
-def _json(status: HTTPStatus, obj: object) -> Response:
-    return _response(status, orjson.dumps(obj), "application/json")
-
-
 class Notifier:
     """Kafka reader, hub and websocket sessions of one notifier instance."""
 
@@ -149,7 +102,12 @@ class Notifier:
             self.source.read_range,
             history_per_partition=settings.history_per_partition,
             replay_concurrency=settings.replay_concurrency,
+            replay_window_s=settings.replay_window_s,
+            max_replay_records=settings.max_replay_records,
         )
+        self.ops = OpsEndpoints(self.metrics.registry, {"kafka": self._kafka_ok})
+        self.connections = 0
+        self.per_user: Counter[str] = Counter()
 
     # -- Kafka ---------------------------------------------------------------------------
 
@@ -181,24 +139,12 @@ class Notifier:
     # -- plain HTTP: health, readiness, metrics --------------------------------------------
 
     async def http(self, _: ServerConnection, request: Request) -> Response | None:
-        """Answer the ops endpoints; let only `/ws` go on to the websocket handshake."""
-        path = request.path.split("?", 1)[0]
+        """The public port: `/ws` goes on to the handshake; /healthz and /readyz for load
+        balancers; /metrics only outside production (there it is on the ops port only)."""
+        path = path_of(request)
         if path == WS_PATH:
             return None
-        if path == "/healthz":
-            return _json(HTTPStatus.OK, {"status": "ok"})
-        if path == "/readyz":
-            results = await run_checks({"kafka": self._kafka_ok})
-            ok = all(results.values())
-            return _json(
-                HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
-                {"status": "ready" if ok else "not_ready", "checks": results},
-            )
-        if path == "/metrics":
-            return _response(
-                HTTPStatus.OK, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
-            )
-        return _json(HTTPStatus.NOT_FOUND, {"status": 404, "code": "not_found"})
+        return await self.ops.answer(path, metrics=self.settings.is_dev)
 
     async def _kafka_ok(self) -> bool:
         return self.hub.ready.is_set() and self.source.running
@@ -206,26 +152,48 @@ class Notifier:
     # -- websocket sessions ----------------------------------------------------------------
 
     async def handler(self, conn: ServerConnection) -> None:
-        sock = conn.transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        deadline = self.settings.auth_deadline_s
+        limit_send_buffer(conn)
+        self.connections += 1
+        self.metrics.connections.inc()
         try:
-            first = await asyncio.wait_for(conn.recv(), deadline)
-            who, exp = await authenticate(self.verifier, first)
-            await asyncio.wait_for(self.hub.ready.wait(), deadline)
-        except (TimeoutError, Rejected) as exc:
-            code, reason = (
-                (exc.code, exc.reason)
-                if isinstance(exc, Rejected)
-                else (CLOSE_UNAUTHENTICATED, "no auth in time")
-            )
-            with contextlib.suppress(Exception):
-                await conn.close(code, reason[:120])
-            return
+            await self._admit(conn)
+        finally:
+            self.connections -= 1
+            self.metrics.connections.dec()
+
+    async def _admit(self, conn: ServerConnection) -> None:
+        """Caps and readiness first (no auth work for a socket that cannot be served), then
+        the auth message within the deadline, then the per-user cap."""
+        settings = self.settings
+        if self.connections > settings.max_connections:
+            return await self._refuse(conn, CLOSE_TOO_MANY, "too many connections")
+        if not self.hub.ready.is_set():
+            return await self._refuse(conn, CLOSE_TRY_AGAIN, "not ready, try again")
+        try:
+            first = await asyncio.wait_for(conn.recv(), settings.auth_deadline_s)
+        except TimeoutError:
+            return await self._refuse(conn, CLOSE_UNAUTHENTICATED, "no auth in time")
         except ConnectionClosed:
-            return
-        await self._serve(conn, who, exp)
+            return None
+        try:
+            who, exp = await authenticate(self.verifier, first)
+        except Rejected as exc:
+            return await self._refuse(conn, exc.code, exc.reason)
+        if self.per_user[who.user_id] >= settings.max_connections_per_user:
+            return await self._refuse(conn, CLOSE_TOO_MANY, "too many connections of this user")
+        self.per_user[who.user_id] += 1
+        try:
+            await self._serve(conn, who, exp)
+        finally:
+            self.per_user[who.user_id] -= 1
+            if self.per_user[who.user_id] <= 0:
+                del self.per_user[who.user_id]
+        return None
+
+    async def _refuse(self, conn: ServerConnection, code: int, reason: str) -> None:
+        self.metrics.closed.labels(reason=str(code)).inc()
+        with contextlib.suppress(Exception):
+            await conn.close(code, reason[:120])
 
     async def _serve(self, conn: ServerConnection, who: Principal, exp: float) -> None:
         settings, hub = self.settings, self.hub
@@ -284,12 +252,13 @@ class Notifier:
     async def _resume(self, session: Session, raw: Any) -> None:
         try:
             await self.hub.resume(session, raw)
-        except CursorError:
-            session.send_control({"type": "error", "code": "bad_cursor"})
+        except Resync as exc:  # the client refetches its list and keeps `ready`'s cursor
+            self.metrics.resyncs.labels(reason=exc.reason).inc()
+            session.send_control({"type": "resync"})
             session.release()
         except Exception as exc:  # the client reconnects and resumes again
             log.warning("resume_failed", error=repr(exc))
-            session.abort(1013, "resume failed, try again")
+            session.abort(CLOSE_TRY_AGAIN, "resume failed, try again")
 
     # -- the server --------------------------------------------------------------------------
 
@@ -297,7 +266,12 @@ class Notifier:
     async def serving(self) -> AsyncIterator[Server]:
         """Read Kafka and accept connections; on exit, close every session with 1001."""
         s = self.settings
-        async with self.reading(), self.verifier:
+        ops = (
+            self.ops.serving(s.ops_bind_host, s.ops_port)
+            if s.ops_enabled
+            else contextlib.nullcontext()
+        )
+        async with self.reading(), ops, self.verifier:
             server = await serve(
                 self.handler,
                 s.http_host,

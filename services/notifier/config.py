@@ -24,7 +24,29 @@ class NotifierSettings(BaseServiceSettings):
     # Recent records kept in memory per partition for cheap resumes; older ones are read back
     # from Kafka (topics keep 7 days, so resume works for at least 24 hours).
     history_per_partition: int = Field(default=20000, alias="NOTIFIER_HISTORY_PER_PARTITION")
-    replay_concurrency: int = Field(default=4, alias="NOTIFIER_REPLAY_CONCURRENCY")
+    replay_concurrency: int = Field(default=4, ge=1, alias="NOTIFIER_REPLAY_CONCURRENCY")
+    # A resume is replayed only when the client missed at most this many records (of every
+    # clinic) within the replay window; anything older, larger, empty or malformed gets
+    # `resync` (the UI refetches the list). Bounds one replay's work and memory.
+    replay_window_s: float = Field(default=86400.0, gt=0, alias="NOTIFIER_REPLAY_WINDOW_S")
+    max_replay_records: int = Field(default=10000, ge=0, alias="NOTIFIER_MAX_REPLAY_RECORDS")
+    # Open websockets per instance, and authenticated sessions per user id; more: close 4429.
+    max_connections: int = Field(default=10000, ge=1, alias="NOTIFIER_MAX_CONNECTIONS")
+    max_connections_per_user: int = Field(
+        default=20, ge=1, alias="NOTIFIER_MAX_CONNECTIONS_PER_USER"
+    )
+    # /metrics, /healthz and /readyz for Prometheus and probes. Production always serves them
+    # here and not /metrics on the public port; dev/test only when OPS_PORT is set.
+    ops_host: str | None = Field(default=None, alias="OPS_HOST")  # default: HTTP_HOST
+    ops_port: int = Field(default=8011, alias="OPS_PORT")
+
+    @property
+    def ops_enabled(self) -> bool:
+        return not self.is_dev or "ops_port" in self.model_fields_set
+
+    @property
+    def ops_bind_host(self) -> str:
+        return self.ops_host or self.http_host
 
     @classmethod
     def from_env(cls) -> "NotifierSettings":

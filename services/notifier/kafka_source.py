@@ -16,7 +16,8 @@ from aiokafka.structs import ConsumerRecord
 
 from services.notifier.config import NotifierSettings
 from services.notifier.cursor import TP, Position
-from services.notifier.hub import RawRecord
+from services.notifier.hub import Convert, RawRecord
+from services.notifier.session import Entry
 from shared.events import TOPIC_BPJS_SYNC_FAILED, TOPIC_BPJS_SYNCED, TOPIC_QUEUE_CANCELLED
 from shared.kafka import make_consumer
 from shared.logging import get_logger
@@ -24,6 +25,7 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 LOGICAL_TOPICS = (TOPIC_QUEUE_CANCELLED, TOPIC_BPJS_SYNCED, TOPIC_BPJS_SYNC_FAILED)
+REPLAY_BATCH = 500  # records converted between two awaits of a replay read
 
 
 class KafkaSource:
@@ -109,12 +111,16 @@ class KafkaSource:
             await self._consumer.stop()
 
     async def read_range(
-        self, ranges: dict[TP, tuple[int, int]], timeout_s: float = 30.0
-    ) -> dict[TP, list[RawRecord]]:
-        """Records [first, stop) of each partition, from a short-lived consumer of its own."""
+        self, ranges: dict[TP, tuple[int, int]], convert: Convert, timeout_s: float = 30.0
+    ) -> dict[TP, list[Entry]]:
+        """`convert` of records [first, stop) of each partition, from a consumer of its own.
+
+        Records are converted as they arrive, in small batches, so a replay holds only what it
+        keeps and never blocks live delivery for long; an exception of `convert` ends the read.
+        """
         consumer = self._consumer_for()
         await consumer.start()
-        out: dict[TP, list[RawRecord]] = {tp: [] for tp in ranges}
+        out: dict[TP, list[Entry]] = {tp: [] for tp in ranges}
         try:
             real = {self._real_tp(tp): rng for tp, rng in ranges.items()}
             consumer.assign(list(real))
@@ -124,14 +130,15 @@ class KafkaSource:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_s
             while pending and loop.time() < deadline:
-                batch = await consumer.getmany(*pending, timeout_ms=200, max_records=5000)
+                batch = await consumer.getmany(*pending, timeout_ms=200, max_records=REPLAY_BATCH)
                 for tp, recs in batch.items():
-                    stop = real[tp][1]
-                    out[self._tp(tp)].extend(
-                        RawRecord(self._tp(tp), r.offset, r.timestamp, r.value)
-                        for r in recs
-                        if r.offset < stop
-                    )
+                    stop, logical = real[tp][1], self._tp(tp)
+                    kept = out[logical]
+                    for r in recs:
+                        if r.offset < stop:
+                            entry = convert(RawRecord(logical, r.offset, r.timestamp, r.value))
+                            if entry is not None:
+                                kept.append(entry)
                 for tp in list(pending):
                     if await consumer.position(tp) >= real[tp][1]:
                         pending.discard(tp)

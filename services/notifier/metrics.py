@@ -28,6 +28,21 @@ class NotifierMetrics:
             "notifier_sessions_closed", "Sessions closed by the server", ["reason"], registry=r
         )
         self.replays = Counter("notifier_resumes", "Resumes served", ["source"], registry=r)
+        self.resyncs = Counter(
+            "notifier_resyncs",
+            "Resumes answered with resync instead of a replay",
+            ["reason"],
+            registry=r,
+        )
+        self.skipped = Counter(
+            "notifier_events_skipped",
+            "Kafka records skipped because they could not be decoded or validated",
+            ["reason"],
+            registry=r,
+        )
+        self.connections = Gauge(
+            "notifier_connections", "Open websocket connections (authenticated or not)", registry=r
+        )
         self._sent_by_type: dict[str, Counter] = {}
 
     def sent_of(self, kind: str) -> Counter:

@@ -29,6 +29,8 @@ log = get_logger(__name__)
 CLOSE_TOO_SLOW = 4408  # the session fell too far behind: the client reconnects and resumes
 CLOSE_UNAUTHENTICATED = 4401  # no, bad or expired token (or no auth message in time)
 CLOSE_FORBIDDEN = 4403  # an authentic token that is not a usable staff token
+CLOSE_TOO_MANY = 4429  # too many connections (this instance, or this user)
+CLOSE_TRY_AGAIN = 1013  # not ready (Kafka) or a resume could not be served: retry later
 
 
 class Socket(Protocol):

@@ -207,6 +207,49 @@ async def test_a_request_cut_off_mid_flight_removes_the_overlay_and_a_retry_canc
     assert [e.data["queue_id"] for _, e in events] == [a["id"]]
 
 
+async def test_a_cursor_the_notifier_will_not_replay_refetches_the_list_and_keeps_ready_cursor(
+    browser, stack
+):
+    a = await stack.register("Siti")
+    lists: list[str] = []
+
+    async def stale_cursor(page: Page) -> None:
+        page.on("request", lambda r: lists.append(r.url) if "/antrian_ruangan?" in r.url else None)
+        await page.add_init_script("sessionStorage.setItem('antrean.cursor', 'not-a-cursor')")
+
+    page = await open_room(browser, stack, before=stale_cursor)
+
+    async def ready_cursor_stored() -> bool:
+        stored = await page.evaluate("sessionStorage.getItem('antrean.cursor')")
+        return bool(stored) and stored != "not-a-cursor"
+
+    await wait_until(ready_cursor_stored, 10, what="the ready cursor stored")
+    await wait_until(lambda: len(lists) >= 2, 10, what="the list fetched again after resync")
+    await expect(card(page, a)).to_be_visible()
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+
+
+async def test_1013_and_4429_closes_are_retried_with_back_off_until_live(browser, stack):
+    attempts: list[int] = []
+
+    async def refuse_twice(page: Page) -> None:
+        async def route(ws) -> None:
+            attempts.append(len(attempts))
+            if len(attempts) == 1:
+                await ws.close(code=4429, reason="too many connections")
+            elif len(attempts) == 2:
+                await ws.close(code=1013, reason="not ready, try again")
+            else:
+                server = ws.connect_to_server()
+                ws.on_message(server.send)
+                server.on_message(ws.send)
+
+        await page.route_web_socket(stack.notifier_ws, route)
+
+    await open_room(browser, stack, before=refuse_twice)  # "denied" would never be live
+    assert len(attempts) == 3
+
+
 async def test_a_user_without_the_permission_sees_no_x(browser, stack):
     await stack.register("Siti")
     page = await open_room(browser, stack, token(perms=["create antrean", "update antrean"]))

@@ -372,10 +372,11 @@ async def test_notifier_restart_loses_nothing_for_a_client_that_resumes(
 
 async def test_a_thousand_sessions_all_receive_a_broadcast(spawn, infra, topic_prefix, publish):
     _, url, base = start_notifier(spawn, infra.kafka, topic_prefix)
-    tok = token(perms=[])
     clients: list[Client] = []
     for batch in range(10):
-        clients += await asyncio.gather(*(connect(url, tok) for _ in range(100)))
+        # One user per session: a user's own sessions are capped (4429).
+        toks = [token(perms=[], user=f"u{batch}-{i}") for i in range(100)]
+        clients += await asyncio.gather(*(connect(url, tok) for tok in toks))
         assert len(clients) == (batch + 1) * 100
     event = cancelled()
     await publish(event)

@@ -1,6 +1,7 @@
 """Notifier rules without I/O: event -> message mapping, routing, cursors, session queues."""
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -8,7 +9,7 @@ import pytest
 
 from services.notifier import cursor
 from services.notifier.config import NotifierSettings
-from services.notifier.hub import Hub, RawRecord
+from services.notifier.hub import Hub, RawRecord, Resync
 from services.notifier.messages import BPJS_WARNING, Audience, delivers, to_message
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.session import CLOSE_TOO_SLOW, Session
@@ -217,3 +218,75 @@ async def test_duplicated_delivery_is_sent_once():
     ev = cancelled()
     hub.ingest([record(0, ev), record(1, ev), record(2, cancelled(qid=9))])
     assert [orjson.loads(m)["queue_id"] for m in ws.sent] == [7, 9]  # qid 7: the default
+
+
+async def test_resume_replays_within_its_bounds_and_answers_resync_beyond_them():
+    metrics, tp, now = NotifierMetrics(), ("queue-cancelled", 0), int(time.time() * 1000)
+    # Offsets 0-12 in "Kafka" (0-4 older than the window); the hub started at 10 and holds
+    # 10-12 in memory. Odd offsets are of clinic K2.
+    events = [encode_event(cancelled(f"K{i % 2 + 1}", qid=i + 1)) for i in range(13)]
+    kafka = [RawRecord(tp, i, now - (7_200_000 if i < 5 else 0), v) for i, v in enumerate(events)]
+    reads: list[dict] = []
+
+    async def read_range(ranges, convert):
+        reads.append(ranges)
+        return {t: [e for r in kafka[a:b] if (e := convert(r))] for t, (a, b) in ranges.items()}
+
+    hub = Hub(
+        metrics, read_range, history_per_partition=100, replay_concurrency=1,
+        replay_window_s=3600, max_replay_records=10,
+    )  # fmt: skip
+    hub.start({tp: 10})
+    hub.ingest(kafka[10:])
+
+    async def resume(raw: object) -> list[int]:
+        ws = FakeSocket()
+        session = Session(ws, Audience("u", "K1", False), 50, metrics)  # type: ignore[arg-type]
+        await hub.resume(session, raw)
+        return [orjson.loads(m)["queue_id"] for m in ws.sent]
+
+    assert await resume(cursor.encode({tp: 11})) == [13]  # from memory: no read
+    assert await resume(cursor.encode({tp: 5})) == [7, 9, 11, 13]  # K1 only, in order
+    assert reads == [{tp: (5, 13)}]
+    for raw, reason in [
+        ("", "empty"),
+        (None, "empty"),
+        (cursor.encode({("elsewhere", 0): 0}), "empty"),
+        ("!!!", "malformed"),
+        (7, "malformed"),
+        (cursor.encode({tp: 10**6}), "malformed"),  # far ahead of every offset we have
+        (cursor.encode({tp: 2}), "too_many"),  # 11 missed records, the limit is 10
+        (cursor.encode({tp: 4}), "too_old"),  # offset 4 is older than the window
+    ]:
+        with pytest.raises(Resync) as info:
+            await resume(raw)
+        assert info.value.reason == reason, raw
+    assert len(reads) == 2  # besides the replay, only the too_old resume read anything
+
+
+def test_skipped_events_are_counted_by_reason_and_the_partition_goes_on():
+    metrics = NotifierMetrics()
+    hub = Hub(metrics, None, history_per_partition=100, replay_concurrency=1)  # type: ignore[arg-type]
+    tp = ("queue-cancelled", 0)
+    hub.start({tp: 0})
+    ws = FakeSocket()
+    s = Session(ws, Audience("u", "K1", False), 50, metrics)
+    hub.add(s)
+    s.release()
+    good = orjson.loads(encode_event(cancelled()))
+    bad = [
+        None,
+        b"{",
+        orjson.dumps({**good, "type": "Nope"}),
+        orjson.dumps({**good, "schemaversion": "x"}),
+        orjson.dumps({**good, "data": {**good["data"], "queue_id": "abc"}}),
+    ]
+    hub.ingest([RawRecord(tp, i, i, v) for i, v in enumerate([*bad, encode_event(cancelled())])])
+    assert [orjson.loads(m)["queue_id"] for m in ws.sent] == [7]
+    skipped = {
+        s.labels["reason"]: s.value
+        for s in metrics.skipped.collect()[0].samples
+        if s.name.endswith("_total")
+    }
+    assert sum(skipped.values()) == len(bad) and skipped["empty"] == 1
+    assert skipped["not_json"] == 1 and skipped["unknown_type"] == 1

@@ -234,6 +234,10 @@ async function main() {
       loadTickets(); // whatever happened while we were away
       state.admin?.changed();
     },
+    onResync: () => {
+      loadTickets(); // the notifier could not replay what we missed
+      state.admin?.changed();
+    },
   });
   state.live.start();
 }

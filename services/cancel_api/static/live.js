@@ -1,11 +1,11 @@
-// Websocket client of the notifier (CONTRACT.md §6): auth, subscribe, resume, heartbeats, back-off.
+// Websocket client of the notifier (CONTRACT.md §6): auth, subscribe, resume, resync, heartbeats, back-off.
 const CURSOR_KEY = "antrean.cursor";
 const PING_EVERY_MS = 20000;
 const PONG_WITHIN_MS = 10000;
 
 export class Live {
-  constructor({ url, token, rooms, onMessage, onState, onReconnected }) {
-    Object.assign(this, { url, token, rooms, onMessage, onState, onReconnected });
+  constructor({ url, token, rooms, onMessage, onState, onReconnected, onResync }) {
+    Object.assign(this, { url, token, rooms, onMessage, onState, onReconnected, onResync });
     this.cursor = sessionStorage.getItem(CURSOR_KEY);
     this.attempt = 0;
     this.everReady = false;
@@ -25,6 +25,7 @@ export class Live {
   receive(msg) {
     this.lastHeard = Date.now();
     if (msg.type === "ready") {
+      this.readyCursor = msg.cursor;
       this.sendSubscribe();
       if (!this.cursor) this.keep(msg.cursor);
       // Always resume (even from `ready`'s own cursor): it ends the server's resume window at once.
@@ -37,7 +38,13 @@ export class Live {
       if (again) this.onReconnected();
       return;
     }
-    if (msg.type === "error" && msg.code === "bad_cursor") this.cursor = null;
+    if (msg.type === "resync") {
+      // The server will not replay from our cursor (too old, or not a cursor): start again
+      // from this connection's `ready` and reload the list instead.
+      this.keep(this.readyCursor);
+      this.onResync();
+      return;
+    }
     if (msg.type === "pong" || msg.type === "error") return;
     if (msg.cursor) this.keep(msg.cursor);
     this.onMessage(msg);
@@ -73,6 +80,8 @@ export class Live {
   closed(code) {
     clearInterval(this.pinger);
     if (this.stopped) return;
+    // Only a refused token is final; 1013 (not ready, identity provider down), 4408 (too slow)
+    // and 4429 (too many connections) are retried with back-off like a lost connection.
     if (code === 4401 || code === 4403) {
       this.onState("denied");
       return;

@@ -1,0 +1,299 @@
+"""The notifier's limits over real websockets and Kafka: resync, caps, readiness, bad events."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+import httpx
+import orjson
+import pytest
+import websockets
+
+from services.notifier import cursor
+from shared.auth import issue_dev_token
+from shared.events import encode_event
+from shared.kafka import make_producer
+from tests.fixtures.api import token
+from tests.fixtures.infra import free_port, wait_until
+from tests.integration import test_notifier
+from tests.integration.test_notifier import (
+    TOPIC_OF,
+    cancelled,
+    connect,
+    start_notifier,
+)
+
+pytestmark = pytest.mark.integration
+
+publish = test_notifier.publish  # the fixture, shared
+
+
+class Raw:
+    """A websocket client that keeps every message it receives (control messages too)."""
+
+    def __init__(self, ws) -> None:
+        self.ws, self.got = ws, []
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                self.got.append(json.loads(raw))
+        except websockets.ConnectionClosed:
+            pass
+
+    def types(self) -> list[str]:
+        return [m["type"] for m in self.got]
+
+    def ids(self) -> list[str]:
+        return [m["event_id"] for m in self.got if "event_id" in m]
+
+    async def wait_for(self, what: str, timeout: float = 15) -> None:
+        await wait_until(
+            lambda: what in self.types() or what in self.ids(), timeout, what=repr(what)
+        )
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self.task
+
+
+async def session(url: str, tok: str, *resume: object) -> Raw:
+    """Authenticate, wait for `ready`, then send `resume` with the given cursor (if any)."""
+    ws = await websockets.connect(url, max_size=2**20, open_timeout=30)
+    await ws.send(json.dumps({"type": "auth", "token": tok}))
+    ready = json.loads(await asyncio.wait_for(ws.recv(), 15))
+    assert ready["type"] == "ready", ready
+    if resume:
+        msg: dict[str, object] = {"type": "resume"}
+        if resume[0] is not ...:
+            msg["cursor"] = resume[0]
+        await ws.send(json.dumps(msg))
+    client = Raw(ws)
+    client.got.append(ready)
+    return client
+
+
+async def metric(base: str, sample: str) -> float:
+    """One sample (`name{labels}`), or the sum of every label value of `name`."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{base}/metrics")).text
+    total = 0.0
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key == sample or ("{" not in sample and key.startswith(sample + "{")):
+            total += float(value)
+    return total
+
+
+async def refused_with(url: str, *messages: str, timeout: float = 20) -> int:
+    """The close code of a connection the server ends (maybe before our messages are sent)."""
+    async with websockets.connect(url) as ws:
+        try:
+            for m in messages:
+                await ws.send(m)
+            await asyncio.wait_for(ws.recv(), timeout)
+        except websockets.ConnectionClosed as exc:
+            assert exc.rcvd is not None
+            return exc.rcvd.code
+    raise AssertionError("the server sent a message instead of closing")
+
+
+def b64(obj: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(obj)).rstrip(b"=").decode()
+
+
+async def test_an_empty_or_malformed_cursor_gets_resync_and_then_the_live_messages(
+    spawn, infra, topic_prefix, publish
+):
+    _, url, base = start_notifier(spawn, infra.kafka, topic_prefix)
+    await publish(*[cancelled() for _ in range(3)])  # something a deep read would replay
+    foreign = cursor.encode({("no-such-topic", 0): 0})  # names none of our partitions
+    bad_entry = b64({"v": 1, "p": [["queue-cancelled"]]})
+    ahead = cursor.encode({("queue-cancelled", p): 10**9 for p in range(4)})  # not from us
+    cursors: list[object] = [
+        *("", ..., None, 123, "!!!", "e30", b64({"v": 2, "p": []})),
+        *(cursor.encode({}), foreign, bad_entry, ahead),
+    ]
+    clients = [await session(url, token(), c) for c in cursors]
+    for c in clients:
+        await c.wait_for("resync")
+    live = cancelled()
+    await publish(live)
+    for c in clients:
+        await c.wait_for(live.id)
+        # ready, resync, then only what happened after `ready`: no deep read.
+        assert c.types() == ["ready", "resync", "queue.cancelled"] and c.ids() == [live.id]
+    assert await metric(base, "notifier_resyncs_total") == len(clients)
+
+
+async def test_a_cursor_older_than_the_replay_window_gets_resync_on_every_instance(
+    spawn, infra, topic_prefix, publish
+):
+    window = 3.0
+    extra = {"NOTIFIER_REPLAY_WINDOW_S": str(window)}
+    _, url, _ = start_notifier(spawn, infra.kafka, topic_prefix, **extra)
+    recent = await connect(url, token())
+    fresh = cancelled()
+    await publish(fresh)
+    await recent.wait_for(fresh.id)
+    await recent.close()
+    old_cursor = recent.cursor
+    missed = cancelled()
+    await publish(missed)
+    sent_at = time.time()
+    # Within the window the missed message is replayed, as usual.
+    quick = await session(url, token(), old_cursor)
+    await quick.wait_for(missed.id)
+    assert "resync" not in quick.types()
+    # A second instance started now has none of it in memory: its replay would read Kafka.
+    _, url2, _ = start_notifier(spawn, infra.kafka, topic_prefix, **extra)
+    await wait_until(lambda: time.time() > sent_at + window + 0.5, window + 5, what="window")
+    for u in (url, url2):
+        late = await session(u, token(), old_cursor)
+        await late.wait_for("resync")
+        assert missed.id not in late.ids()
+
+
+async def test_a_resume_that_missed_more_than_the_replay_limit_gets_resync(
+    spawn, infra, topic_prefix, publish
+):
+    _, url, _ = start_notifier(spawn, infra.kafka, topic_prefix, NOTIFIER_MAX_REPLAY_RECORDS="5")
+    first = await connect(url, token())
+    await first.close()
+    few = [cancelled(qid=77) for _ in range(5)]  # one queue id: one partition, one order
+    await publish(*few)
+    replayed = await session(url, token(), first.cursor)
+    await replayed.wait_for(few[-1].id)
+    assert replayed.ids() == [e.id for e in few] and "resync" not in replayed.types()
+    await publish(cancelled(qid=77))  # six missed: one more than the limit
+    too_many = await session(url, token(), first.cursor)
+    await too_many.wait_for("resync")
+    assert too_many.ids() == []
+
+
+async def test_connection_caps_close_extra_sockets_with_4429(spawn, infra, topic_prefix):
+    _, url, base = start_notifier(
+        spawn,
+        infra.kafka,
+        topic_prefix,
+        NOTIFIER_MAX_CONNECTIONS="3",
+        NOTIFIER_MAX_CONNECTIONS_PER_USER="2",
+        NOTIFIER_AUTH_DEADLINE_S="30",
+    )
+    auth = json.dumps({"type": "auth", "token": token(user="u-ani")})
+    ani = [await session(url, token(user="u-ani")) for _ in range(2)]
+    assert await refused_with(url, auth) == 4429  # a third socket of the same user
+    budi = await session(url, token(user="u-budi"))  # another user still gets in
+    # The instance is full: refused before any auth message (the auth deadline is 30 s).
+    assert await refused_with(url, timeout=10) == 4429
+    await ani[0].close()
+    await wait_until(lambda: _eq(metric(base, "notifier_sessions"), 2.0), 10, what="closed")
+    replacement = await session(url, token(user="u-ani"))  # a freed place can be taken again
+    assert replacement.types() == ["ready"]
+    assert await metric(base, 'notifier_sessions_closed_total{reason="4429"}') == 2.0
+    for c in (ani[1], budi, replacement):
+        await c.close()
+
+
+async def test_before_kafka_is_reachable_clients_are_closed_with_1013_never_4401(spawn):
+    port = free_port()
+    spawn(
+        "services.notifier",
+        {
+            "APP_ENV": "test",
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing listens there
+            "AUTH_JWT_SECRET": "test-secret-for-staff-tokens-32-bytes!",
+            "NOTIFIER_PORT": str(port),
+            "NOTIFIER_AUTH_DEADLINE_S": "1",
+            "LOG_LEVEL": "WARNING",
+        },
+        f"http://127.0.0.1:{port}/healthz",
+    )
+    url = f"ws://127.0.0.1:{port}/ws"
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 503
+    assert await refused_with(url, json.dumps({"type": "auth", "token": token()})) == 1013
+    assert await refused_with(url) == 1013  # a silent client too: no auth deadline applies
+
+
+async def test_an_event_that_cannot_be_decoded_is_skipped_counted_and_its_partition_goes_on(
+    spawn, infra, topic_prefix
+):
+    _, url, base = start_notifier(spawn, infra.kafka, topic_prefix)
+    client = await connect(url, token())
+    good = cancelled()
+    valid = orjson.loads(encode_event(good))
+
+    def variant(**changes: object) -> bytes:
+        return orjson.dumps({**valid, "id": f"bad-{len(changes)}-{time.time_ns()}", **changes})
+
+    bad: list[bytes | None] = [
+        None,  # a tombstone
+        b"not json at all",
+        b"[1, 2, 3]",
+        variant(type="QueueDeleted"),
+        variant(type=["QueueCancelled"]),
+        variant(schemaversion="x"),
+        variant(schemaversion=0),
+        variant(schemaversion=None),
+        variant(schemaversion=99),
+        variant(data={**valid["data"], "queue_id": "abc"}),
+        variant(data={**valid["data"], "clinic_id": 7}),
+        variant(data={**valid["data"], "cancelled_by": "Rina"}),
+        variant(data=None),
+    ]
+    topic = f"{topic_prefix}{TOPIC_OF['QueueCancelled']}"
+    producer = make_producer(infra.kafka, linger_ms=0)
+    await producer.start()
+    try:
+        for value in [*bad, encode_event(good)]:  # one partition: the good one comes last
+            await producer.send_and_wait(topic, value, key=b"k", partition=0)
+    finally:
+        await producer.stop()
+    await client.wait_for(good.id)
+    assert client.ids() == [good.id]
+    await wait_until(
+        lambda: _eq(metric(base, "notifier_events_skipped_total"), float(len(bad))),
+        10,
+        what="every bad event counted",
+    )
+
+
+async def test_production_serves_metrics_on_the_ops_port_only(spawn, infra, topic_prefix):
+    secret = "p" * 48
+    port, ops_port = free_port(), free_port()
+    spawn(
+        "services.notifier",
+        {
+            "APP_ENV": "production",
+            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka,
+            "KAFKA_TOPIC_PREFIX": topic_prefix,
+            "AUTH_JWT_SECRET": secret,
+            "NOTIFIER_PORT": str(port),
+            "OPS_PORT": str(ops_port),
+            "LOG_LEVEL": "WARNING",
+        },
+        f"http://127.0.0.1:{port}/readyz",
+    )
+    public, ops = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ops_port}"
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{public}/metrics")).status_code == 404
+        for path in ("/healthz", "/readyz"):  # load balancers probe the public port
+            assert (await http.get(f"{public}{path}")).status_code == 200
+            assert (await http.get(f"{ops}{path}")).status_code == 200
+        scraped = await http.get(f"{ops}/metrics")
+        assert scraped.status_code == 200 and "notifier_sessions" in scraped.text
+        assert (await http.get(f"{ops}/ws")).status_code == 404  # no websocket on the ops port
+    tok = issue_dev_token(
+        secret, user_id="u-rina", name="Rina", clinic_id="KLINIK-A", permissions=[]
+    )
+    c = await session(f"ws://127.0.0.1:{port}/ws", tok)
+    await c.close()
+
+
+async def _eq(value, expected) -> bool:
+    return (await value) == expected
