@@ -76,10 +76,19 @@ def database_url_problem(dsn: str) -> str | None:
     return None
 
 
+def secrets_dir() -> str | None:
+    """Where a setting may come from a file named after its variable (a container's mounted
+    secrets, e.g. /run/secrets/AUTH_JWT_SECRET); an environment variable wins over the file."""
+    path = os.environ.get("SECRETS_DIR", "/run/secrets")
+    return path if path and os.path.isdir(path) else None
+
+
 class BaseServiceSettings(BaseSettings):
     """Settings every service shares; each service subclasses it with its own fields."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", frozen=True, secrets_dir=secrets_dir()
+    )
     # What the service talks to: only those settings are checked (and needed) in production.
     uses_database: ClassVar[bool] = True
     uses_auth: ClassVar[bool] = True

@@ -8,6 +8,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.bpjs.credentials import DEV_CREDENTIALS
+from shared.config import secrets_dir
 
 AlreadyCancelledMode = Literal["201", "208"]
 
@@ -19,7 +20,12 @@ def _env(name: str) -> AliasChoices:
 
 class SimulatorSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="BPJS_SIM_", env_file=None, extra="ignore", frozen=True, populate_by_name=True
+        env_prefix="BPJS_SIM_",
+        env_file=None,
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        secrets_dir=secrets_dir(),
     )
 
     app_env: Literal["dev", "test", "production"] = Field(default="production", alias="APP_ENV")
