@@ -165,8 +165,11 @@ class Stack:
 
     def start_notifier(self, **extra: str) -> Service:
         port = self.ports["notifier"] = free_port()
-        env = self.base_env(NOTIFIER_PORT=str(port), **extra)
-        return self._add("notifier", "services.notifier", env, f"http://127.0.0.1:{port}/healthz")
+        # The benchmark fleets open thousands of sessions with one user's token.
+        caps = {"NOTIFIER_MAX_CONNECTIONS": "100000", "NOTIFIER_MAX_CONNECTIONS_PER_USER": "100000"}
+        env = self.base_env(NOTIFIER_PORT=str(port), **{**caps, **extra})
+        # Ready, not only alive: before it reaches Kafka the notifier closes sessions with 1013.
+        return self._add("notifier", "services.notifier", env, f"http://127.0.0.1:{port}/readyz")
 
     @property
     def ws_url(self) -> str:
