@@ -41,10 +41,14 @@ def ops_router(
     checks: Mapping[str, ReadinessCheck],
     registry: CollectorRegistry = REGISTRY,
     *,
+    reported: Mapping[str, ReadinessCheck] | None = None,
     metrics: bool = True,
 ) -> APIRouter:
     """Liveness (the process answers), readiness (its dependencies answer) and, unless
-    `metrics` is False (production: they are on the ops port), metrics."""
+    `metrics` is False (production: they are on the ops port), metrics. `reported` checks are
+    shown in the readiness body but do not make the service unready (e.g. Kafka for the API,
+    whose outbox absorbs an outage)."""
+    reported = reported or {}
     router = APIRouter(include_in_schema=False)
 
     @router.get("/healthz")
@@ -53,8 +57,8 @@ def ops_router(
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        results = await run_checks(checks)
-        ok = all(results.values())
+        results = await run_checks({**checks, **reported})
+        ok = all(results[name] for name in checks)
         return JSONResponse(
             {"status": "ready" if ok else "not_ready", "checks": results},
             status_code=200 if ok else 503,

@@ -147,8 +147,13 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         return await kafka_reachable(settings.kafka_bootstrap_servers)
 
     # Production serves /metrics on the ops port only (__main__, OPS_PORT).
-    checks = {"database": db_ok, "kafka": kafka_ok}
-    app.include_router(ops_router(checks, metrics=settings.public_metrics))
+    # Kafka is reported, not required: the outbox keeps cancelling through a Kafka outage, so a
+    # load balancer must not take the API out of service then.
+    app.include_router(
+        ops_router(
+            {"database": db_ok}, reported={"kafka": kafka_ok}, metrics=settings.public_metrics
+        )
+    )
     app.include_router(ui_router(settings))
 
     async def authenticate(authorization: str | None) -> Principal:

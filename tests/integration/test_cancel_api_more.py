@@ -247,6 +247,19 @@ async def test_database_unreachable_gives_503_unavailable_and_not_ready(infra, t
             assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
 
 
+async def test_the_api_stays_ready_while_kafka_is_unreachable_and_reports_it(database, infra):
+    dead_kafka = f"127.0.0.1:{free_port()}"
+    settings = CancelApiSettings(**api_env(database, dead_kafka, "t-nokafka-"))
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://api"
+        ) as c:
+            ready = await c.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ready", "checks": {"database": True, "kafka": False}}
+
+
 async def test_database_connections_killed_midway_give_503_then_recover(api, database):
     t = await api.register()
     admin = await asyncpg.connect(database)
