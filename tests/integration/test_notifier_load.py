@@ -73,6 +73,7 @@ async def test_fifty_deep_resumes_cost_little_memory_and_never_stall_a_live_sess
     proc, url, _ = start_notifier(spawn, infra.kafka, topic_prefix)
     assert proc.proc is not None
     live = await connect(url, token("K0", user="u-live"))
+    assert sum(cursor.decode(live.ready["cursor"]).values()) == BACKLOG  # all on the topics
     producer = make_producer(infra.kafka, linger_ms=0)
     await producer.start()
 

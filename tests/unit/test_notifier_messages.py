@@ -137,6 +137,8 @@ def test_cursor_round_trips_and_rejects_garbage():
 def test_defaults_follow_the_contract():
     s = NotifierSettings.from_env()
     assert s.port == 8001 and s.auth_deadline_s == 10.0 and s.http_host == "127.0.0.1"
+    assert s.replay_window_s >= 24 * 3600  # resume works for at least 24 hours
+    assert (s.max_connections, s.max_connections_per_user, s.ops_port) == (10000, 20, 8011)
 
 
 class FakeSocket:
