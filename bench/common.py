@@ -16,7 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from shared.auth import issue_dev_token
-from tests.fixtures.infra import port_open, run_script
+from shared.kafka import KafkaConfig
+from tests.fixtures.infra import KafkaAccess, native_credentials, port_open, run_script
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -44,6 +45,15 @@ def ensure_infra() -> None:
     if not port_open(host, int(port)):
         log("Kafka not answering: starting it with infra/kafka/kafka.sh")
         run_script("infra/kafka/kafka.sh", "start")
+
+
+def kafka_access() -> KafkaAccess:
+    """The broker's admin and service principals (as the tests' `infra` fixture finds them)."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return KafkaAccess.from_env(KAFKA)
+    if native_credentials().exists():
+        return KafkaAccess.from_credentials(KAFKA, native_credentials())
+    return KafkaAccess(KafkaConfig(KAFKA))
 
 
 def dsn_for(database: str) -> str:

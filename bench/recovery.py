@@ -36,7 +36,8 @@ from bench.stack import (
     seed_tickets,
 )
 from shared.events import decode_event
-from tests.fixtures.infra import free_port, run_script
+from shared.kafka import KafkaConfig
+from tests.fixtures.infra import KafkaAccess, free_port, native_credentials, run_script
 
 
 class PrivateBroker:
@@ -51,6 +52,10 @@ class PrivateBroker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def access(self) -> KafkaAccess:
+        return KafkaAccess.from_credentials(self.bootstrap, native_credentials(self.data))
 
     def start(self) -> None:
         try:
@@ -101,9 +106,9 @@ async def staff_session(url: str, tok: str, seen: dict[str, dict[int, float]], s
     return reconnects
 
 
-async def read_topic(bootstrap: str, topic: str, expect: int, limit_s: float) -> list[Any]:
+async def read_topic(kafka: KafkaConfig, topic: str, expect: int, limit_s: float) -> list[Any]:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+        topic, **kafka.client_kwargs(), group_id=None, auto_offset_reset="earliest",
         fetch_max_wait_ms=100,
     )  # fmt: skip
     await consumer.start()
@@ -135,11 +140,12 @@ async def run(quick: bool) -> list[Row]:
     broker = PrivateBroker()
     started = now_iso()
     events: list[tuple[float, str]] = []
-    stack = Stack("recovery", kafka=broker.bootstrap)
+    stack = Stack("recovery")
     seen: dict[str, dict[int, float]] = {"queue.cancelled": {}, "bpjs.synced": {}}
     stop = asyncio.Event()
     try:
         await asyncio.to_thread(broker.start)
+        stack.access = broker.access
         await stack.create()
         stack.start_sim()
         await stack.sim_fault(route="antreanrs:batal", mode="latency", latency_ms=50)
@@ -223,7 +229,7 @@ async def run(quick: bool) -> list[Row]:
         stop.set()
         reconnects = await ws_task
         topic_events = await read_topic(
-            broker.bootstrap, stack.prefix + "queue-cancelled", len(committed), 30
+            broker.access.admin, stack.prefix + "queue-cancelled", len(committed), 30
         )
         synced, jobs = await bpjs_state(stack.dsn)
         stats = await stack.sim_stats()

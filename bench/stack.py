@@ -18,21 +18,20 @@ import httpx
 from bench.common import (
     ADMIN_DSN,
     CLINIC,
-    KAFKA,
     ROOM,
     RS_PREFIX,
     SECRET,
-    TOPICS,
     _tree,
     cpu_s,
     dsn_for,
+    kafka_access,
     rss_mb,
 )
 from shared.bpjs import DEV_CREDENTIALS
 from shared.config import API_DB_ROLE, WORKER_DB_ROLE
 from shared.db import migrate
-from shared.kafka import ensure_topics
-from tests.fixtures.infra import enable_role_logins, free_port, role_dsn
+from shared.kafka import KafkaConfig
+from tests.fixtures.infra import KafkaAccess, enable_role_logins, free_port, role_dsn
 from tests.fixtures.processes import ServiceProcess
 
 
@@ -76,11 +75,17 @@ class Service(ServiceProcess):
 @dataclass
 class Stack:
     name: str
-    kafka: str = KAFKA
+    access: KafkaAccess | None = None  # None: the shared broker's (bench.common.kafka_access)
     database: str = ""
     prefix: str = ""
     services: dict[str, Service] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def kafka(self) -> KafkaConfig:
+        """The admin principal (topics, ACLs, the benchmark's own clients)."""
+        assert self.access is not None, "create() first"
+        return self.access.admin
 
     @property
     def dsn(self) -> str:
@@ -98,15 +103,18 @@ class Stack:
             await enable_role_logins(admin)
         finally:
             await admin.close()
-        await ensure_topics(self.kafka, [self.prefix + t for t in TOPICS])
+        self.access = self.access or kafka_access()
+        await self.access.create_topics(self.prefix)  # with the services' ACLs
         return self
 
-    def base_env(self, **extra: str) -> dict[str, str]:
-        """Test-mode settings; the API and the worker connect as their own database roles."""
+    def base_env(self, service: str, **extra: str) -> dict[str, str]:
+        """Test-mode settings; the API and the worker connect as their own database roles, and
+        each service with its own Kafka principal (`service`: api|worker|notifier)."""
+        assert self.access is not None
         return {
             "APP_ENV": "test",
             "DATABASE_URL": self.dsn,
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
+            **self.access.kafka_env(service),
             "KAFKA_TOPIC_PREFIX": self.prefix,
             "AUTH_JWT_SECRET": SECRET,
             "LOG_LEVEL": "INFO",
@@ -121,7 +129,7 @@ class Stack:
     def start_api(self, **extra: str) -> Service:
         port = self.ports["api"] = free_port()
         env = self.base_env(
-            CANCEL_API_PORT=str(port), DATABASE_URL=role_dsn(self.dsn, API_DB_ROLE), **extra
+            "api", CANCEL_API_PORT=str(port), DATABASE_URL=role_dsn(self.dsn, API_DB_ROLE), **extra
         )
         return self._add("api", "services.cancel_api", env, f"http://127.0.0.1:{port}/healthz")
 
@@ -151,6 +159,7 @@ class Stack:
     def start_worker(self, **extra: str) -> Service:
         port = self.ports["worker"] = free_port()
         env = self.base_env(
+            "worker",
             WORKER_PORT=str(port),
             DATABASE_URL=role_dsn(self.dsn, WORKER_DB_ROLE),
             WORKER_ID=f"bench-{self.name}",
@@ -167,7 +176,7 @@ class Stack:
         port = self.ports["notifier"] = free_port()
         # The benchmark fleets open thousands of sessions with one user's token.
         caps = {"NOTIFIER_MAX_CONNECTIONS": "100000", "NOTIFIER_MAX_CONNECTIONS_PER_USER": "100000"}
-        env = self.base_env(NOTIFIER_PORT=str(port), **{**caps, **extra})
+        env = self.base_env("notifier", NOTIFIER_PORT=str(port), **{**caps, **extra})
         # Ready, not only alive: before it reaches Kafka the notifier closes sessions with 1013.
         return self._add("notifier", "services.notifier", env, f"http://127.0.0.1:{port}/readyz")
 

@@ -16,6 +16,9 @@ PG_PORT="${PG_PORT:-5432}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 export DATABASE_URL="${DATABASE_URL:-postgresql://antrean:antrean@127.0.0.1:$PG_PORT/antrean}"
 export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
+# Kafka principals' passwords, written by infra/kafka/kafka.sh when it formats the data dir.
+KAFKA_CREDENTIALS="$DATA_DIR/kafka/credentials.env"
+KAFKA_SASL_GIVEN="${KAFKA_SASL_USERNAME:-}"
 mkdir -p "$LOG_DIR" "$RUN_DIR"
 
 say() { printf '\033[1m[%s]\033[0m %s\n' "$1" "$2"; }
@@ -29,3 +32,15 @@ wait_port() { # port seconds name
 }
 
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# Export the Kafka client settings of one principal (admin|api|worker|notifier) of the native
+# broker; does nothing when the caller gave KAFKA_SASL_USERNAME (another broker) or the native
+# broker has no credentials yet.
+kafka_principal_env() {
+  [[ -n "$KAFKA_SASL_GIVEN" || ! -f "$KAFKA_CREDENTIALS" ]] && return 0
+  local user pass
+  user="$(sed -n "s/^KAFKA_${1^^}_USERNAME=//p" "$KAFKA_CREDENTIALS")"
+  pass="$(sed -n "s/^KAFKA_${1^^}_PASSWORD=//p" "$KAFKA_CREDENTIALS")"
+  export KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+  export KAFKA_SASL_USERNAME="$user" KAFKA_SASL_PASSWORD="$pass"
+}

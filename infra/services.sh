@@ -5,6 +5,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ALL=(bpjs_simulator cancel_api bpjs_sync_worker notifier)
 declare -A PORT=([cancel_api]="${CANCEL_API_PORT:-8000}" [notifier]="${NOTIFIER_PORT:-8001}"
   [bpjs_sync_worker]="${WORKER_PORT:-6066}" [bpjs_simulator]="${BPJS_SIM_PORT:-8090}")
+# Each service's own Kafka principal (infra/kafka/kafka.sh creates them and their passwords).
+declare -A KAFKA_PRINCIPAL=([cancel_api]=api [bpjs_sync_worker]=worker [notifier]=notifier)
 
 exists() { [[ -f "$REPO/services/$1/__main__.py" ]]; }
 
@@ -24,10 +26,13 @@ start_one() {
   local name="$1" pidf="$RUN_DIR/$1.pid" log="$LOG_DIR/$1.log"
   exists "$name" || return 0
   if pid_alive "$pidf"; then say "$name" "already running (pid $(cat "$pidf"))"; return 0; fi
-  # No subshell: `$!` must be the service itself, and nothing may keep the caller's stdout open.
+  # The subshell execs the service (`$!` is the service itself) with its own Kafka principal;
+  # nothing may keep the caller's stdout open.
   cd "$REPO"
   # shellcheck disable=SC2046 # word splitting of NAME=value pairs is intended
-  setsid nohup env APP_ENV=dev $(service_env "$name") "$PY" -m "services.$name" >> "$log" 2>&1 < /dev/null &
+  ( [[ -n "${KAFKA_PRINCIPAL[$name]:-}" ]] && kafka_principal_env "${KAFKA_PRINCIPAL[$name]}"
+    exec setsid nohup env APP_ENV=dev $(service_env "$name") "$PY" -m "services.$name" ) \
+    >> "$log" 2>&1 < /dev/null &
   echo $! > "$pidf"
   if ! wait_port "${PORT[$name]}" 60 "$name"; then tail -20 "$log" >&2; return 1; fi
   say "$name" "running on 127.0.0.1:${PORT[$name]} (pid $(cat "$pidf"), log $log)"

@@ -6,8 +6,11 @@ export APP_ENV=dev
 bash "$REPO/infra/postgres/pg.sh" start
 bash "$REPO/infra/kafka/kafka.sh" start
 (cd "$REPO" && "$PY" -m shared.migrate)
-(cd "$REPO" && "$PY" -m shared.topics)
+(cd "$REPO" && kafka_principal_env admin && "$PY" -m shared.topics)  # topics and ACLs
 bash "$REPO/infra/services.sh" start
 if [[ -f "$REPO/services/cancel_api/demo.py" ]]; then (cd "$REPO" && "$PY" -m services.cancel_api.demo); fi
 echo
 say up "PostgreSQL 127.0.0.1:$PG_PORT | Kafka $KAFKA_BOOTSTRAP_SERVERS | logs in $LOG_DIR | stop with: make down"
+if [[ -f "$KAFKA_CREDENTIALS" ]]; then
+  say up "Kafka principals (SASL/SCRAM-SHA-512) and passwords: $KAFKA_CREDENTIALS (docs/SECURITY.md)"
+fi

@@ -1,16 +1,30 @@
 """Wait until a Kafka broker answers an admin round trip (list topics); exit 1 at the deadline."""
 
 import asyncio
+import os
 import sys
 import time
 
 from aiokafka.admin import AIOKafkaAdminClient
 
 
+def _auth() -> dict[str, object]:
+    """SASL settings from the environment (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*)."""
+    protocol = os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    if not protocol.startswith("SASL_"):
+        return {}
+    return {
+        "security_protocol": protocol,
+        "sasl_mechanism": os.environ.get("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+        "sasl_plain_username": os.environ.get("KAFKA_SASL_USERNAME"),
+        "sasl_plain_password": os.environ.get("KAFKA_SASL_PASSWORD"),
+    }
+
+
 async def main(bootstrap: str, deadline_s: float) -> int:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **_auth())
         try:
             await admin.start()
             await admin.list_topics()

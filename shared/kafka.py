@@ -1,22 +1,134 @@
-"""Kafka helpers: an idempotent producer, consumers, topic creation and event (de)serialising."""
+"""Kafka helpers: client security from settings, an idempotent producer, consumers, topics."""
 
 from __future__ import annotations
 
+import dataclasses
+import ssl
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.helpers import create_ssl_context
+from pydantic import SecretStr
 
 from shared.events import CloudEvent, encode_event
 
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
+
+    from shared.config import BaseServiceSettings
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Where a Kafka client connects and how it authenticates (the password never in a repr)."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    username: str | None = None
+    password: SecretStr | None = dataclasses.field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.sasl and (not self.username or self.password is None):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs"
+                " KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+
+    @classmethod
+    def from_settings(cls, settings: BaseServiceSettings) -> KafkaConfig:
+        return cls(
+            bootstrap=settings.kafka_bootstrap_servers,
+            security_protocol=settings.kafka_security_protocol,
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            ssl_cafile=settings.kafka_ssl_cafile,
+            ssl_certfile=settings.kafka_ssl_certfile,
+            ssl_keyfile=settings.kafka_ssl_keyfile,
+        )
+
+    def as_user(self, username: str, password: str) -> KafkaConfig:
+        """The same broker and protocol, another SASL principal."""
+        return dataclasses.replace(self, username=username, password=SecretStr(password))
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol.endswith("SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+        )
+        return context
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of every aiokafka client (producer, consumer, admin)."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+            "ssl_context": self.ssl_context(),
+        }
+        if self.sasl:
+            assert self.password is not None
+            kwargs |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password.get_secret_value(),
+            }
+        return kwargs
+
+    def faust_credentials(self) -> CredentialsT | None:
+        """The same settings as faust's `broker_credentials` (None: plaintext)."""
+        from faust.auth import SASLCredentials, SSLCredentials
+
+        if self.sasl:
+            assert self.password is not None
+            return SASLCredentials(
+                username=self.username,
+                password=self.password.get_secret_value(),
+                mechanism=self.sasl_mechanism,
+                ssl_context=self.ssl_context(),
+            )
+        context = self.ssl_context()
+        return SSLCredentials(context) if context is not None else None
+
+    def env(self) -> dict[str, str]:
+        """The environment variables that give a service process these settings."""
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "KAFKA_SECURITY_PROTOCOL": self.security_protocol,
+            "KAFKA_SASL_MECHANISM": self.sasl_mechanism,
+        }
+        optional = {
+            "KAFKA_SASL_USERNAME": self.username,
+            "KAFKA_SASL_PASSWORD": self.password.get_secret_value() if self.password else None,
+            "KAFKA_SSL_CAFILE": self.ssl_cafile,
+            "KAFKA_SSL_CERTFILE": self.ssl_certfile,
+            "KAFKA_SSL_KEYFILE": self.ssl_keyfile,
+        }
+        return env | {k: v for k, v in optional.items() if v is not None}
+
 
 def make_producer(
-    bootstrap: str, *, linger_ms: int = 2, client_id: str = "antrean"
+    kafka: KafkaConfig, *, linger_ms: int = 2, client_id: str = "antrean"
 ) -> AIOKafkaProducer:
     """Idempotent producer (acks=all, no duplicates on internal retries, order kept per key)."""
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_kwargs(),
         client_id=client_id,
         enable_idempotence=True,
         linger_ms=linger_ms,
@@ -26,7 +138,7 @@ def make_producer(
 
 
 def make_consumer(
-    bootstrap: str,
+    kafka: KafkaConfig,
     *topics: str,
     group_id: str | None,
     auto_offset_reset: str = "earliest",
@@ -36,7 +148,7 @@ def make_consumer(
     # A low fetch_max_wait_ms: the default 500 ms would add latency to every idle fetch.
     return AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=bootstrap,
+        **kafka.client_kwargs(),
         group_id=group_id,
         auto_offset_reset=auto_offset_reset,
         enable_auto_commit=enable_auto_commit,
@@ -45,14 +157,18 @@ def make_consumer(
     )
 
 
+def make_admin(kafka: KafkaConfig, *, request_timeout_ms: int = 15000) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**kafka.client_kwargs(), request_timeout_ms=request_timeout_ms)
+
+
 async def send_event(producer: AIOKafkaProducer, topic: str, event: CloudEvent) -> None:
     """Publish one event keyed by its queue id and wait for the broker's acknowledgement."""
     key = str(event.data["queue_id"]).encode()
     await producer.send_and_wait(topic, encode_event(event), key=key)
 
 
-async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: int = 4) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+async def ensure_topics(kafka: KafkaConfig, topics: Iterable[str], *, partitions: int = 4) -> None:
+    admin = make_admin(kafka)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -62,16 +178,19 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: in
             if t not in existing
         ]
         if wanted:
-            try:
-                await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass  # another process created it meanwhile
+            # Per-topic errors come back in the response, not as exceptions: a principal
+            # without Create must fail here, not subscribe to a missing topic later.
+            response = await admin.create_topics(wanted)
+            for topic, code, *_ in response.topic_errors:
+                error = for_code(code) if code else None
+                if error is not None and error is not TopicAlreadyExistsError:
+                    raise error(f"cannot create topic {topic}")
     finally:
         await admin.close()
 
 
-async def kafka_reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+async def kafka_reachable(kafka: KafkaConfig, timeout_ms: int = 3000) -> bool:
+    admin = make_admin(kafka, request_timeout_ms=timeout_ms)
     try:
         await admin.start()
         await admin.list_topics()

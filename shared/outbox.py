@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
 
 from shared.events import CloudEvent, encode_event
-from shared.kafka import make_producer
+from shared.kafka import KafkaConfig, make_producer
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -29,10 +29,12 @@ OUTBOX_PENDING = Gauge("outbox_unpublished_rows", "Outbox rows not yet published
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox rows published to Kafka", ["topic"])
 OUTBOX_ERRORS = Counter("outbox_publish_errors_total", "Failed publish attempts of a batch")
 
-# Rows locked by this relay, minus rows whose key has an older unpublished row it did not lock.
+# Rows of this relay's topics locked by it, minus rows whose key has an older unpublished row
+# it did not lock. Each service's relay publishes only its own topics (its Kafka principal may
+# write nothing else); per-key order holds because a key's rows all have one topic.
 _CLAIM_SQL = """
 with batch as (
-    select id from outbox where published_at is null
+    select id from outbox where published_at is null and topic = any($2::text[])
     order by id limit $1 for update skip locked
 )
 select o.id, o.topic, o.kafka_key, o.payload from outbox o
@@ -66,20 +68,22 @@ async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: CloudEvent)
 
 
 class OutboxRelay:
-    """Publishes unpublished outbox rows; wakes on LISTEN/NOTIFY and polls as a safety net."""
+    """Publishes unpublished outbox rows of `topics`; wakes on LISTEN/NOTIFY and polls too."""
 
     def __init__(
         self,
         pool: asyncpg.Pool,
-        bootstrap: str,
+        kafka: KafkaConfig,
         *,
+        topics: Sequence[str],
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
         max_backoff_s: float = 10.0,
         producer: AIOKafkaProducer | None = None,
     ) -> None:
         self._pool = pool
-        self._bootstrap = bootstrap
+        self._kafka = kafka
+        self._topics = list(topics)
         self._batch = batch_size
         self._poll = poll_interval_s
         self._max_backoff = max_backoff_s
@@ -120,7 +124,7 @@ class OutboxRelay:
         """Claim a batch, publish it in id order, mark it published; returns rows published."""
         assert self._producer is not None
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_CLAIM_SQL, self._batch)
+            rows = await conn.fetch(_CLAIM_SQL, self._batch, self._topics)
             if rows:
                 await self._send_all(rows)
                 await conn.execute(
@@ -149,7 +153,8 @@ class OutboxRelay:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 "select count(*) as n, min(created_at) as oldest from outbox"
-                " where published_at is null"
+                " where published_at is null and topic = any($1::text[])",
+                self._topics,
             )
         assert row is not None
         OUTBOX_PENDING.set(row["n"])
@@ -158,7 +163,7 @@ class OutboxRelay:
 
     async def _ensure_started(self) -> None:
         if self._producer is None:
-            producer = make_producer(self._bootstrap, client_id="outbox-relay")
+            producer = make_producer(self._kafka, client_id="outbox-relay")
             await producer.start()
             self._producer = producer
         if self._listener is None or self._listener.is_closed():

@@ -1,11 +1,129 @@
-"""`python -m shared.topics`: create the contract's Kafka topics (idempotent)."""
+"""`python -m shared.topics`: create the contract's Kafka topics and the services' ACLs."""
+
+from __future__ import annotations
 
 import asyncio
+import os
+from dataclasses import dataclass
+from enum import IntEnum
 from typing import ClassVar
+
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import SecurityDisabled, for_code
+from aiokafka.protocol.admin import CreateAclsRequest
 
 from shared.config import BaseServiceSettings, load_settings
 from shared.events import TOPIC_BPJS_SYNC_FAILED, TOPIC_BPJS_SYNCED, TOPIC_QUEUE_CANCELLED
-from shared.kafka import ensure_topics
+from shared.kafka import KafkaConfig, ensure_topics
+
+TOPICS = (TOPIC_QUEUE_CANCELLED, TOPIC_BPJS_SYNCED, TOPIC_BPJS_SYNC_FAILED)
+
+
+class Resource(IntEnum):  # Kafka's ResourceType codes
+    TOPIC = 2
+    GROUP = 3
+
+
+class Op(IntEnum):  # Kafka's AclOperation codes
+    READ = 3
+    WRITE = 4
+    CREATE = 5
+    DESCRIBE = 8
+
+
+_LITERAL, _ALLOW, _ANY_HOST = 3, 3, "*"
+
+
+@dataclass(frozen=True)
+class Principals:
+    """The SASL user names of the services (one principal each)."""
+
+    api: str = "cancel-api"
+    worker: str = "bpjs-sync-worker"
+    notifier: str = "notifier"
+
+    @classmethod
+    def from_env(cls) -> Principals:
+        d = cls()
+        return cls(
+            api=os.environ.get("KAFKA_API_USERNAME", d.api),
+            worker=os.environ.get("KAFKA_WORKER_USERNAME", d.worker),
+            notifier=os.environ.get("KAFKA_NOTIFIER_USERNAME", d.notifier),
+        )
+
+
+@dataclass(frozen=True)
+class Acl:
+    resource: Resource
+    name: str
+    user: str
+    op: Op
+
+
+def service_acls(prefix: str, users: Principals, worker_group: str) -> list[Acl]:
+    """Least privilege: the API writes queue-cancelled; the worker reads it (in its group) and
+    writes the bpjs-* topics; the notifier only reads (it assigns partitions, no group)."""
+    cancelled, synced, failed = (f"{prefix}{t}" for t in TOPICS)
+    acls = [Acl(Resource.TOPIC, cancelled, users.api, op) for op in (Op.WRITE, Op.DESCRIBE)]
+    acls += [Acl(Resource.TOPIC, cancelled, users.worker, op) for op in (Op.READ, Op.DESCRIBE)]
+    acls += [Acl(Resource.GROUP, worker_group, users.worker, Op.READ)]
+    acls += [
+        Acl(Resource.TOPIC, t, users.worker, op)
+        for t in (synced, failed)
+        for op in (Op.WRITE, Op.DESCRIBE)
+    ]
+    # faust's leader-assignor topic, which the worker creates and uses itself.
+    leader = f"{worker_group}-__assignor-__leader"
+    acls += [
+        Acl(Resource.TOPIC, leader, users.worker, op)
+        for op in (Op.CREATE, Op.READ, Op.WRITE, Op.DESCRIBE)
+    ]
+    acls += [
+        Acl(Resource.TOPIC, t, users.notifier, op)
+        for t in (cancelled, synced, failed)
+        for op in (Op.READ, Op.DESCRIBE)
+    ]
+    return acls
+
+
+async def create_acls(kafka: KafkaConfig, acls: list[Acl]) -> None:
+    """Create ACL bindings (idempotent). aiokafka's admin client has no create_acls; its
+    protocol layer has the versioned CreateAcls request, sent here to any broker."""
+    client = AIOKafkaClient(**kafka.client_kwargs(), request_timeout_ms=15000)
+    await client.bootstrap()
+    try:
+        node = client.get_random_node()
+        requests = [
+            CreateAclsRequest(
+                a.resource, a.name, _LITERAL, f"User:{a.user}", _ANY_HOST, a.op, _ALLOW
+            )
+            for a in acls
+        ]
+        responses = await asyncio.gather(*(client.send(node, r) for r in requests))
+        for acl, response in zip(acls, responses, strict=True):
+            for code, message, *_ in response.creation_responses:
+                if code:
+                    raise for_code(code)(f"ACL {acl}: {message}")
+    finally:
+        await client.close()
+
+
+async def setup(
+    kafka: KafkaConfig,
+    *,
+    prefix: str = "",
+    users: Principals | None = None,
+    worker_group: str = "bpjs-sync-worker",
+    partitions: int = 4,
+) -> bool:
+    """Topics and ACLs of one deployment (or one test's prefix); False: the broker has no
+    authorizer, so no ACLs were created."""
+    await ensure_topics(kafka, [f"{prefix}{t}" for t in TOPICS], partitions=partitions)
+    try:
+        await create_acls(kafka, service_acls(prefix, users or Principals(), worker_group))
+    except SecurityDisabled:
+        return False
+    return True
 
 
 class TopicSettings(BaseServiceSettings):
@@ -15,9 +133,17 @@ class TopicSettings(BaseServiceSettings):
 
 def main() -> None:
     s = load_settings(TopicSettings, "topics")
-    names = [s.topic(t) for t in (TOPIC_QUEUE_CANCELLED, TOPIC_BPJS_SYNCED, TOPIC_BPJS_SYNC_FAILED)]
-    asyncio.run(ensure_topics(s.kafka_bootstrap_servers, names))
-    print("kafka topics ready: " + ", ".join(names))
+    group = os.environ.get("WORKER_CONSUMER_GROUP", "bpjs-sync-worker")
+    acls = asyncio.run(
+        setup(
+            KafkaConfig.from_settings(s),
+            prefix=s.kafka_topic_prefix,
+            users=Principals.from_env(),
+            worker_group=group,
+        )
+    )
+    names = ", ".join(s.topic(t) for t in TOPICS)
+    print(f"kafka topics ready: {names}; " + ("ACLs ready" if acls else "no authorizer: no ACLs"))
 
 
 if __name__ == "__main__":

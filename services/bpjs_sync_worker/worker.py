@@ -30,7 +30,7 @@ from shared.events import (
     decode_event,
 )
 from shared.events.envelope import UnknownEventError
-from shared.kafka import ensure_topics, kafka_reachable
+from shared.kafka import KafkaConfig, ensure_topics, kafka_reachable
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 
@@ -55,9 +55,11 @@ class Runtime:
 
 def create_worker(settings: WorkerSettings) -> faust.App:
     # The app id is the Kafka consumer group: every worker process of a deployment shares it.
+    kafka = KafkaConfig.from_settings(settings)
     app = faust.App(
         settings.consumer_group,
-        broker=[f"kafka://{h}" for h in settings.kafka_bootstrap_servers.split(",")],
+        broker=[f"kafka://{h}" for h in kafka.bootstrap.split(",")],
+        broker_credentials=kafka.faust_credentials(),
         store="memory://",
         value_serializer="raw",
         key_serializer="raw",
@@ -99,7 +101,9 @@ def create_worker(settings: WorkerSettings) -> faust.App:
         rt.pool = JobPool(rt.db, rt.client, settings)
         rt.task = asyncio.create_task(rt.pool.run())
         # Result events leave through the outbox; this relay (and the API's) publishes them.
-        rt.relay = OutboxRelay(rt.db, settings.kafka_bootstrap_servers)
+        # Only the worker's own topics: its principal may not write queue-cancelled.
+        own = [settings.topic(TOPIC_BPJS_SYNCED), settings.topic(TOPIC_BPJS_SYNC_FAILED)]
+        rt.relay = OutboxRelay(rt.db, kafka, topics=own)
         rt.relay_task = asyncio.create_task(rt.relay.run())
         rt.started.set()
         log.info("job_pool_started", owner=rt.pool.owner, in_flight=settings.max_in_flight)
@@ -132,7 +136,7 @@ async def wait_for_topics(settings: WorkerSettings) -> None:
     delay = 0.5
     while True:
         try:
-            await ensure_topics(settings.kafka_bootstrap_servers, names)
+            await ensure_topics(KafkaConfig.from_settings(settings), names)
             return
         except Exception as exc:  # Kafka may start after us
             log.warning("kafka_unreachable", error=repr(exc), retry_in_s=delay)
@@ -282,7 +286,7 @@ def _pages(app: faust.App, rt: Runtime, settings: WorkerSettings) -> None:
                     db_ok = bool(await conn.fetchval("select 1"))
             except Exception:
                 db_ok = False
-        kafka_ok = await kafka_reachable(settings.kafka_bootstrap_servers)
+        kafka_ok = await kafka_reachable(KafkaConfig.from_settings(settings))
         pool_ok = rt.task is not None and not rt.task.done()
         checks = {"database": db_ok, "kafka": kafka_ok, "job_pool": pool_ok}
         ok = all(checks.values())

@@ -40,7 +40,7 @@ from shared.auth import (
 )
 from shared.db import create_pool
 from shared.events import TOPIC_QUEUE_CANCELLED
-from shared.kafka import kafka_reachable
+from shared.kafka import KafkaConfig, kafka_reachable
 from shared.logging import get_logger
 from shared.outbox import OutboxRelay
 from shared.service_kit import ops_router
@@ -110,7 +110,9 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         )
         tasks = [asyncio.create_task(_housekeeping(state.pool, settings))]
         if settings.outbox_relay_enabled:
-            state.relay = OutboxRelay(state.pool, settings.kafka_bootstrap_servers)
+            # Only queue-cancelled: the API's principal may write nothing else.
+            kafka = KafkaConfig.from_settings(settings)
+            state.relay = OutboxRelay(state.pool, kafka, topics=[topic])
             tasks.append(asyncio.create_task(state.relay.run()))
         verifier.start()  # the identity provider's keys, fetched in the background
         try:
@@ -144,7 +146,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
     async def kafka_ok() -> bool:
         if state.relay is not None and state.relay.kafka_ok:
             return True
-        return await kafka_reachable(settings.kafka_bootstrap_servers)
+        return await kafka_reachable(KafkaConfig.from_settings(settings))
 
     # Production serves /metrics on the ops port only (__main__, OPS_PORT).
     # Kafka is reported, not required: the outbox keeps cancelling through a Kafka outage, so a

@@ -6,6 +6,8 @@ from typing import ClassVar
 from services.cancel_api.config import CancelApiSettings
 from shared.config import load_settings
 from shared.db import create_pool
+from shared.events import TOPIC_QUEUE_CANCELLED
+from shared.kafka import KafkaConfig
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 from shared.service_kit import stop_on_signals
@@ -19,7 +21,8 @@ class RelaySettings(CancelApiSettings):
 
 async def run(settings: CancelApiSettings) -> None:
     pool = await create_pool(settings.database_url.get_secret_value(), min_size=0, max_size=4)
-    relay = OutboxRelay(pool, settings.kafka_bootstrap_servers)
+    topics = [settings.topic(TOPIC_QUEUE_CANCELLED)]
+    relay = OutboxRelay(pool, KafkaConfig.from_settings(settings), topics=topics)
     stop = asyncio.Event()
     stop_on_signals(stop)
     task = asyncio.create_task(relay.run())

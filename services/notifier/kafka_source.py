@@ -11,7 +11,6 @@ import heapq
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from services.notifier.config import NotifierSettings
@@ -19,7 +18,7 @@ from services.notifier.cursor import TP, Position
 from services.notifier.hub import Convert, RawRecord
 from services.notifier.session import Entry
 from shared.events import TOPIC_BPJS_SYNC_FAILED, TOPIC_BPJS_SYNCED, TOPIC_QUEUE_CANCELLED
-from shared.kafka import make_consumer
+from shared.kafka import KafkaConfig, make_admin, make_consumer
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -30,14 +29,14 @@ REPLAY_BATCH = 500  # records converted between two awaits of a replay read
 
 class KafkaSource:
     def __init__(self, settings: NotifierSettings) -> None:
-        self._bootstrap = settings.kafka_bootstrap_servers
+        self._kafka = KafkaConfig.from_settings(settings)
         self._real = {lt: settings.topic(lt) for lt in LOGICAL_TOPICS}
         self._logical = {real: lt for lt, real in self._real.items()}
         self._consumer: AIOKafkaConsumer | None = None
         self.running = False
 
     def _consumer_for(self) -> AIOKafkaConsumer:
-        return make_consumer(self._bootstrap, group_id=None, fetch_max_wait_ms=10)
+        return make_consumer(self._kafka, group_id=None, fetch_max_wait_ms=10)
 
     def _tp(self, tp: TopicPartition) -> TP:
         return (self._logical[tp.topic], tp.partition)
@@ -47,7 +46,7 @@ class KafkaSource:
 
     async def _partitions(self) -> list[TopicPartition]:
         """Every partition of the three topics (waits until the topics exist)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=15000)
+        admin = make_admin(self._kafka)
         await admin.start()
         try:
             while True:

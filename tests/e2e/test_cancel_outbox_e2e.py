@@ -8,7 +8,6 @@ import httpx
 import pytest
 
 from shared.db import create_pool
-from shared.kafka import ensure_topics
 from shared.outbox import OutboxRelay
 from tests.fixtures.api import api_env, auth, read_events, token
 from tests.fixtures.infra import free_port, wait_until
@@ -42,7 +41,8 @@ async def register_many(client: httpx.AsyncClient, n: int, payer: str = "UMUM") 
 async def test_twenty_concurrent_cancels_of_one_ticket_give_one_200_and_one_event(
     spawn, database, infra, topic_prefix
 ):
-    _, url = start_api(spawn, database, infra.kafka, topic_prefix, CANCEL_API_WORKERS="2")
+    api_kafka = infra.kafka_for("api")
+    _, url = start_api(spawn, database, api_kafka, topic_prefix, CANCEL_API_WORKERS="2")
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         [t] = await register_many(client, 1, "BPJS")
         rs = await asyncio.gather(
@@ -62,8 +62,8 @@ async def test_cancels_accepted_while_kafka_is_down_arrive_once_when_it_is_back(
     spawn, database, private_kafka, topic_prefix
 ):
     topic = f"{topic_prefix}queue-cancelled"
-    await ensure_topics(private_kafka.bootstrap, [topic])
-    _, url = start_api(spawn, database, private_kafka.bootstrap, topic_prefix)
+    await private_kafka.access.create_topics(topic_prefix)
+    _, url = start_api(spawn, database, private_kafka.kafka_for("api"), topic_prefix)
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         tickets = await register_many(client, 50)
         private_kafka.stop()
@@ -84,7 +84,7 @@ async def test_cancels_accepted_while_kafka_is_down_arrive_once_when_it_is_back(
                 r["event_id"] for r in await conn.fetch("select event_id from outbox order by id")
             ]
         private_kafka.start()
-        events = await read_events(private_kafka.bootstrap, topic, expect=50, timeout=90)
+        events = await read_events(private_kafka.kafka, topic, expect=50, timeout=90)
         async with pool.acquire() as conn:
             await wait_until(
                 lambda: conn.fetchval("select count(*) = 0 from outbox where published_at is null"),
@@ -108,8 +108,8 @@ async def test_api_killed_between_commit_and_publish_publishes_the_event_once_af
     spawn, database, private_kafka, topic_prefix
 ):
     topic = f"{topic_prefix}queue-cancelled"
-    await ensure_topics(private_kafka.bootstrap, [topic])
-    proc, url = start_api(spawn, database, private_kafka.bootstrap, topic_prefix)
+    await private_kafka.access.create_topics(topic_prefix)
+    proc, url = start_api(spawn, database, private_kafka.kafka_for("api"), topic_prefix)
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         [t] = await register_many(client, 1, "BPJS")
         private_kafka.stop()  # the relay cannot publish: the commit is done, the publish is not
@@ -123,14 +123,18 @@ async def test_api_killed_between_commit_and_publish_publishes_the_event_once_af
         await conn.close()
     private_kafka.start()
     proc.start()
-    events = await read_events(private_kafka.bootstrap, topic, expect=1, timeout=60, grace=3)
+    events = await read_events(private_kafka.kafka, topic, expect=1, timeout=60, grace=3)
     assert [e.payload().queue_id for _, e in events] == [t["id"]]
 
 
 async def test_two_relays_racing_publish_every_row_exactly_once(database, infra, topic_prefix, api):
     tickets = [await api.register(name=f"P{i}") for i in range(60)]
     pools = [await create_pool(database, min_size=1, max_size=4) for _ in range(2)]
-    relays = [OutboxRelay(p, infra.kafka, batch_size=7, poll_interval_s=0.05) for p in pools]
+    api_kafka = infra.kafka_for("api")
+    relays = [
+        OutboxRelay(p, api_kafka, topics=[api.topic], batch_size=7, poll_interval_s=0.05)
+        for p in pools
+    ]
     # Stop the in-process API's relay from competing: the racing relays own this test's rows.
     conn = await asyncpg.connect(database)
     await conn.execute("alter table outbox disable trigger outbox_notify")

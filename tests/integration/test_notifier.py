@@ -24,7 +24,7 @@ from shared.events import (
     encode_event,
     new_event,
 )
-from shared.kafka import make_producer, send_event
+from shared.kafka import KafkaConfig, make_producer, send_event
 from tests.fixtures.api import SECRET, token
 from tests.fixtures.infra import free_port, wait_until
 
@@ -33,11 +33,12 @@ pytestmark = pytest.mark.integration
 CONTROL = {"ready", "pong", "error"}
 
 
-def start_notifier(spawn, kafka: str, prefix: str, **extra: str):
+def start_notifier(spawn, kafka: KafkaConfig, prefix: str, **extra: str):
+    """The notifier process; `kafka`: its principal (`infra.kafka_for("notifier")`)."""
     port = free_port()
     env = {
         "APP_ENV": "test",
-        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        **kafka.env(),
         "KAFKA_TOPIC_PREFIX": prefix,
         "AUTH_JWT_SECRET": SECRET,
         "NOTIFIER_PORT": str(port),
@@ -178,7 +179,9 @@ async def publish(infra, topic_prefix):
 async def test_no_auth_within_deadline_bad_tokens_and_garbage_close_with_4401(
     spawn, infra, topic_prefix
 ):
-    _, url, _ = start_notifier(spawn, infra.kafka, topic_prefix, NOTIFIER_AUTH_DEADLINE_S="1")
+    _, url, _ = start_notifier(
+        spawn, infra.kafka_for("notifier"), topic_prefix, NOTIFIER_AUTH_DEADLINE_S="1"
+    )
     expired = jwt.encode(
         {
             "sub": "u",
@@ -210,7 +213,7 @@ async def test_no_auth_within_deadline_bad_tokens_and_garbage_close_with_4401(
 
 
 async def test_authentic_token_that_is_no_staff_token_closes_with_4403(spawn, infra, topic_prefix):
-    _, url, _ = start_notifier(spawn, infra.kafka, topic_prefix)
+    _, url, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
     no_clinic = jwt.encode(
         {"sub": "u", "name": "n", "permissions": [], "exp": int(time.time()) + 600},
         SECRET,
@@ -232,7 +235,7 @@ async def test_authentic_token_that_is_no_staff_token_closes_with_4403(spawn, in
 
 
 async def test_ready_names_user_and_clinic_and_ping_gets_pong(spawn, infra, topic_prefix):
-    _, url, _ = start_notifier(spawn, infra.kafka, topic_prefix)
+    _, url, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
     async with websockets.connect(url) as ws:
         await ws.send(json.dumps({"type": "auth", "token": token(user="u-ani")}))
         ready = json.loads(await ws.recv())
@@ -245,7 +248,7 @@ async def test_ready_names_user_and_clinic_and_ping_gets_pong(spawn, infra, topi
 async def test_queue_cancelled_reaches_every_session_of_the_clinic_in_subscribed_rooms(
     spawn, infra, topic_prefix, publish
 ):
-    _, url, _ = start_notifier(spawn, infra.kafka, topic_prefix)
+    _, url, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
     all_rooms = [await connect(url, token(user=f"u{i}", perms=[])) for i in range(3)]
     umum = await connect(url, token(user="u-umum"), rooms=["POLI-UMUM"])
     gigi = await connect(url, token(user="u-gigi"), rooms=["POLI-GIGI"])
@@ -269,7 +272,7 @@ async def test_queue_cancelled_reaches_every_session_of_the_clinic_in_subscribed
 
 
 async def test_nothing_crosses_clinics(spawn, infra, topic_prefix, publish):
-    _, url, _ = start_notifier(spawn, infra.kafka, topic_prefix)
+    _, url, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
     a = await connect(url, token("KLINIK-A", perms=["cancel antrean", "manage bpjs sync"]))
     b = await connect(url, token("KLINIK-B", perms=["cancel antrean", "manage bpjs sync"]))
     ev_a = cancelled("KLINIK-A")
@@ -287,7 +290,7 @@ async def test_nothing_crosses_clinics(spawn, infra, topic_prefix, publish):
 async def test_bpjs_outcomes_go_to_the_cancelling_user_and_bpjs_managers_only(
     spawn, infra, topic_prefix, publish
 ):
-    _, url, _ = start_notifier(spawn, infra.kafka, topic_prefix)
+    _, url, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
     rina1, rina2 = [await connect(url, token(user="u-rina")) for _ in range(2)]
     other = await connect(url, token(user="u-budi"))
     manager = await connect(url, token(user="u-adm", perms=["manage bpjs sync"]))
@@ -312,7 +315,7 @@ async def test_bpjs_outcomes_go_to_the_cancelling_user_and_bpjs_managers_only(
 async def test_resume_after_disconnect_gives_the_missed_messages_once_in_order(
     spawn, infra, topic_prefix, publish
 ):
-    _, url, _ = start_notifier(spawn, infra.kafka, topic_prefix)
+    _, url, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
     first = await connect(url, token())
     before = cancelled(qid=42)
     await publish(before)
@@ -333,8 +336,8 @@ async def test_resume_after_disconnect_gives_the_missed_messages_once_in_order(
 async def test_two_notifier_instances_both_deliver_and_share_cursors(
     spawn, infra, topic_prefix, publish
 ):
-    _, url1, _ = start_notifier(spawn, infra.kafka, topic_prefix)
-    _, url2, _ = start_notifier(spawn, infra.kafka, topic_prefix)
+    _, url1, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
+    _, url2, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
     c1, c2 = await connect(url1, token()), await connect(url2, token())
     e1 = cancelled()
     await publish(e1)
@@ -351,7 +354,7 @@ async def test_two_notifier_instances_both_deliver_and_share_cursors(
 async def test_notifier_restart_loses_nothing_for_a_client_that_resumes(
     spawn, infra, topic_prefix, publish
 ):
-    proc, url, _ = start_notifier(spawn, infra.kafka, topic_prefix)
+    proc, url, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
     client = await connect(url, token())
     e1 = cancelled()
     await publish(e1)
@@ -371,7 +374,7 @@ async def test_notifier_restart_loses_nothing_for_a_client_that_resumes(
 
 
 async def test_a_thousand_sessions_all_receive_a_broadcast(spawn, infra, topic_prefix, publish):
-    _, url, base = start_notifier(spawn, infra.kafka, topic_prefix)
+    _, url, base = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
     clients: list[Client] = []
     for batch in range(10):
         # One user per session: a user's own sessions are capped (4429).
@@ -428,7 +431,9 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 async def test_a_client_that_stops_reading_gets_4408_and_never_slows_the_others(
     spawn, infra, topic_prefix, publish
 ):
-    _, url, base = start_notifier(spawn, infra.kafka, topic_prefix, NOTIFIER_MAX_QUEUE="200")
+    _, url, base = start_notifier(
+        spawn, infra.kafka_for("notifier"), topic_prefix, NOTIFIER_MAX_QUEUE="200"
+    )
     fast = await connect(url, token())
     reader, writer = await raw_session(base, token(), rcvbuf=4096)
     # Both sessions are live (past the resume window) once each has read a first event.
