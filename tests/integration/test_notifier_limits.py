@@ -109,7 +109,7 @@ def b64(obj: object) -> str:
 async def test_an_empty_or_malformed_cursor_gets_resync_and_then_the_live_messages(
     spawn, infra, topic_prefix, publish
 ):
-    _, url, base = start_notifier(spawn, infra.kafka, topic_prefix)
+    _, url, base = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
     await publish(*[cancelled() for _ in range(3)])  # something a deep read would replay
     foreign = cursor.encode({("no-such-topic", 0): 0})  # names none of our partitions
     bad_entry = b64({"v": 1, "p": [["queue-cancelled"]]})
@@ -135,7 +135,7 @@ async def test_a_cursor_older_than_the_replay_window_gets_resync_on_every_instan
 ):
     window = 3.0
     extra = {"NOTIFIER_REPLAY_WINDOW_S": str(window)}
-    _, url, _ = start_notifier(spawn, infra.kafka, topic_prefix, **extra)
+    _, url, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix, **extra)
     recent = await connect(url, token())
     fresh = cancelled()
     await publish(fresh)
@@ -150,7 +150,7 @@ async def test_a_cursor_older_than_the_replay_window_gets_resync_on_every_instan
     await quick.wait_for(missed.id)
     assert "resync" not in quick.types()
     # A second instance started now has none of it in memory: its replay would read Kafka.
-    _, url2, _ = start_notifier(spawn, infra.kafka, topic_prefix, **extra)
+    _, url2, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix, **extra)
     await wait_until(lambda: time.time() > sent_at + window + 0.5, window + 5, what="window")
     for u in (url, url2):
         late = await session(u, token(), old_cursor)
@@ -161,7 +161,9 @@ async def test_a_cursor_older_than_the_replay_window_gets_resync_on_every_instan
 async def test_a_resume_that_missed_more_than_the_replay_limit_gets_resync(
     spawn, infra, topic_prefix, publish
 ):
-    _, url, _ = start_notifier(spawn, infra.kafka, topic_prefix, NOTIFIER_MAX_REPLAY_RECORDS="5")
+    _, url, _ = start_notifier(
+        spawn, infra.kafka_for("notifier"), topic_prefix, NOTIFIER_MAX_REPLAY_RECORDS="5"
+    )
     first = await connect(url, token())
     await first.close()
     few = [cancelled(qid=77) for _ in range(5)]  # one queue id: one partition, one order
@@ -178,7 +180,7 @@ async def test_a_resume_that_missed_more_than_the_replay_limit_gets_resync(
 async def test_connection_caps_close_extra_sockets_with_4429(spawn, infra, topic_prefix):
     _, url, base = start_notifier(
         spawn,
-        infra.kafka,
+        infra.kafka_for("notifier"),
         topic_prefix,
         NOTIFIER_MAX_CONNECTIONS="3",
         NOTIFIER_MAX_CONNECTIONS_PER_USER="2",
@@ -223,7 +225,7 @@ async def test_before_kafka_is_reachable_clients_are_closed_with_1013_never_4401
 async def test_an_event_that_cannot_be_decoded_is_skipped_counted_and_its_partition_goes_on(
     spawn, infra, topic_prefix
 ):
-    _, url, base = start_notifier(spawn, infra.kafka, topic_prefix)
+    _, url, base = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
     client = await connect(url, token())
     good = cancelled()
     valid = orjson.loads(encode_event(good))
@@ -270,7 +272,7 @@ async def test_production_serves_metrics_on_the_ops_port_only(spawn, infra, topi
         "services.notifier",
         {
             "APP_ENV": "production",
-            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka,
+            **infra.kafka_env("notifier"),
             "KAFKA_TOPIC_PREFIX": topic_prefix,
             "AUTH_JWT_SECRET": secret,
             "NOTIFIER_PORT": str(port),

@@ -13,7 +13,7 @@ import websockets
 
 from services.notifier import cursor
 from shared.events import encode_event
-from shared.kafka import make_producer
+from shared.kafka import KafkaConfig, make_producer
 from tests.fixtures.api import token
 from tests.integration.test_notifier import TOPIC_OF, cancelled, connect, start_notifier
 
@@ -33,7 +33,7 @@ def rss(pid: int) -> int:
     raise AssertionError(f"no VmRSS for process {pid}")
 
 
-async def produce_backlog(kafka: str, topic: str) -> None:
+async def produce_backlog(kafka: KafkaConfig, topic: str) -> None:
     """BACKLOG events of CLINICS clinics, batched by the producer (no wait per message)."""
     template = orjson.loads(encode_event(cancelled()))
     producer = make_producer(kafka, linger_ms=50)
@@ -70,7 +70,7 @@ async def test_fifty_deep_resumes_cost_little_memory_and_never_stall_a_live_sess
 ):
     topic = f"{topic_prefix}{TOPIC_OF['QueueCancelled']}"
     await produce_backlog(infra.kafka, topic)
-    proc, url, _ = start_notifier(spawn, infra.kafka, topic_prefix)
+    proc, url, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
     assert proc.proc is not None
     live = await connect(url, token("K0", user="u-live"))
     assert sum(cursor.decode(live.ready["cursor"]).values()) == BACKLOG  # all on the topics
@@ -83,7 +83,8 @@ async def test_fifty_deep_resumes_cost_little_memory_and_never_stall_a_live_sess
     warm = cancelled("K0")
     await publish(warm)
     await live.wait_for(warm.id)
-    before = rss(proc.proc.pid)
+    pid = proc.proc.pid
+    before = rss(pid)
     # An empty cursor, an empty position, and a real cursor from before the whole backlog.
     from_the_start = cursor.encode({(TOPIC_OF["QueueCancelled"], p): 0 for p in range(4)})
     storm = asyncio.create_task(resume_storm(url, ["", cursor.encode({}), from_the_start]))
@@ -92,7 +93,7 @@ async def test_fifty_deep_resumes_cost_little_memory_and_never_stall_a_live_sess
     async def sample() -> None:
         nonlocal peak
         while True:
-            peak = max(peak, rss(proc.proc.pid))  # type: ignore[union-attr]
+            peak = max(peak, rss(pid))
             await asyncio.sleep(0.02)
 
     sampler = asyncio.create_task(sample())
