@@ -41,7 +41,14 @@ from services.notifier.session import (
     CLOSE_UNAUTHENTICATED,
     Session,
 )
-from shared.auth import AuthError, AuthUnavailable, NotStaffToken, Principal, TokenVerifier
+from shared.auth import (
+    STAFF_PERMISSIONS,
+    AuthError,
+    AuthUnavailable,
+    NotStaffToken,
+    Principal,
+    TokenVerifier,
+)
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -83,6 +90,9 @@ async def authenticate(verifier: TokenVerifier, text: str | bytes) -> tuple[Prin
     except AuthError as exc:  # missing, malformed, forged or expired
         log.info("token_rejected", reason=str(exc)[:200])
         raise Rejected(CLOSE_UNAUTHENTICATED, "invalid token") from exc
+    if not who.can_any(STAFF_PERMISSIONS):  # as the API's ticket reads: no permission, no news
+        log.info("token_rejected", reason="no staff permission", user_id=who.user_id)
+        raise Rejected(CLOSE_FORBIDDEN, "no staff permission")
     # Already verified above; read again only to learn when the session must end (the same
     # clock-skew leeway as the verification, or a just-accepted token would end at once).
     claims = jwt.decode(msg["token"], options={"verify_signature": False})

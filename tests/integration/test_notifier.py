@@ -230,7 +230,8 @@ async def test_authentic_token_that_is_no_staff_token_closes_with_4403(spawn, in
         SECRET,
         algorithm="HS256",
     )
-    for tok in (no_clinic, bad_perms):
+    no_permission = token(user="u-none", perms=[])
+    for tok in (no_clinic, bad_perms, no_permission):
         assert await close_code(url, json.dumps({"type": "auth", "token": tok})) == 4403
 
 
