@@ -291,7 +291,7 @@ async def test_production_serves_metrics_on_the_ops_port_only(spawn, infra, topi
         assert scraped.status_code == 200 and "notifier_sessions" in scraped.text
         assert (await http.get(f"{ops}/ws")).status_code == 404  # no websocket on the ops port
     tok = issue_dev_token(
-        secret, user_id="u-rina", name="Rina", clinic_id="KLINIK-A", permissions=[]
+        secret, user_id="u-rina", name="Rina", clinic_id="KLINIK-A", permissions=["cancel antrean"]
     )
     c = await session(f"ws://127.0.0.1:{port}/ws", tok)
     await c.close()
