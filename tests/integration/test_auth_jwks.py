@@ -60,7 +60,7 @@ async def test_a_key_rotated_out_is_refused_after_the_refresh_period(
     old = idp.add_key()
     async with jwks_api(
         database,
-        infra.kafka,
+        infra.kafka_for("api"),
         topic_prefix,
         idp.url,
         AUTH_JWKS_REFRESH_S="0.5",
@@ -82,7 +82,7 @@ async def test_a_key_rotated_out_is_refused_after_the_refresh_period(
 async def test_known_keys_are_answered_while_the_provider_hangs(idp, database, infra, topic_prefix):
     known = idp.add_key()
     async with jwks_api(
-        database, infra.kafka, topic_prefix, idp.url, AUTH_JWKS_MIN_REFETCH_S="0"
+        database, infra.kafka_for("api"), topic_prefix, idp.url, AUTH_JWKS_MIN_REFETCH_S="0"
     ) as client:
         assert await list_status(client, idp.token(known)) == 200
         idp.hang()
@@ -103,7 +103,7 @@ async def test_a_flood_of_200_unknown_key_ids_causes_at_most_two_fetches(
 ):
     signer = idp.add_key()
     async with jwks_api(
-        database, infra.kafka, topic_prefix, idp.url, AUTH_JWKS_MIN_REFETCH_S="1"
+        database, infra.kafka_for("api"), topic_prefix, idp.url, AUTH_JWKS_MIN_REFETCH_S="1"
     ) as client:
         forged = [idp.token(f"k-{uuid.uuid4().hex}", key_of=signer) for _ in range(200)]
         statuses = await asyncio.wait_for(
@@ -131,7 +131,7 @@ async def test_unreachable_provider_gives_503_auth_unavailable_never_401(
     kid = idp.add_key()
     tok = idp.token(kid)
     idp.stop()  # nothing listens on its port any more
-    async with jwks_api(database, infra.kafka, topic_prefix, idp.url) as client:
+    async with jwks_api(database, infra.kafka_for("api"), topic_prefix, idp.url) as client:
         r = await client.get("/antrian_ruangan", headers=auth(tok))
         assert_auth_unavailable(r)
         r = await client.post("/antrian_ruangan/batal/1", headers=auth(tok))
@@ -144,7 +144,7 @@ async def test_provider_answering_garbage_gives_503_auth_unavailable(
 ):
     kid = idp.add_key()
     idp.mode = mode
-    async with jwks_api(database, infra.kafka, topic_prefix, idp.url) as client:
+    async with jwks_api(database, infra.kafka_for("api"), topic_prefix, idp.url) as client:
         assert_auth_unavailable(await client.get("/antrian_ruangan", headers=auth(idp.token(kid))))
         assert idp.requests >= 1
 
@@ -157,7 +157,7 @@ async def test_known_keys_keep_working_while_the_provider_is_down(
     idp.remove_key(unknown)
     async with jwks_api(
         database,
-        infra.kafka,
+        infra.kafka_for("api"),
         topic_prefix,
         idp.url,
         AUTH_JWKS_REFRESH_S="0.3",
@@ -180,7 +180,7 @@ async def test_notifier_closes_with_1013_when_the_provider_is_down(spawn, infra,
     kid = idp.add_key()
     # min refetch 0: the unknown kid below triggers a fetch at once (and meets the garbage).
     env = jwks_env(idp.url, AUTH_JWKS_MIN_REFETCH_S="0")
-    _, url, _ = start_notifier(spawn, infra.kafka, topic_prefix, **env)
+    _, url, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix, **env)
     try:
         async with asyncio.timeout(30):
             # Up: the token is accepted (positive control of the same setup).

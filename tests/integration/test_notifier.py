@@ -250,7 +250,9 @@ async def test_queue_cancelled_reaches_every_session_of_the_clinic_in_subscribed
     spawn, infra, topic_prefix, publish
 ):
     _, url, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
-    all_rooms = [await connect(url, token(user=f"u{i}", perms=[])) for i in range(3)]
+    all_rooms = [
+        await connect(url, token(user=f"u{i}", perms=["update antrean"])) for i in range(3)
+    ]
     umum = await connect(url, token(user="u-umum"), rooms=["POLI-UMUM"])
     gigi = await connect(url, token(user="u-gigi"), rooms=["POLI-GIGI"])
     e_umum, e_gigi = cancelled(room="POLI-UMUM"), cancelled(room="POLI-GIGI")
@@ -379,7 +381,7 @@ async def test_a_thousand_sessions_all_receive_a_broadcast(spawn, infra, topic_p
     clients: list[Client] = []
     for batch in range(10):
         # One user per session: a user's own sessions are capped (4429).
-        toks = [token(perms=[], user=f"u{batch}-{i}") for i in range(100)]
+        toks = [token(perms=["update antrean"], user=f"u{batch}-{i}") for i in range(100)]
         clients += await asyncio.gather(*(connect(url, tok) for tok in toks))
         assert len(clients) == (batch + 1) * 100
     event = cancelled()

@@ -229,7 +229,7 @@ async def test_good_production_api_serves_no_metrics_docs_or_openapi_on_its_publ
     api_dsn, _ = production_login
     port, ops = free_port(), free_port()
     env = {
-        **api_env(database, infra.kafka, topic_prefix),
+        **api_env(database, infra.kafka_for("api"), topic_prefix),
         "APP_ENV": "production",
         "DATABASE_URL": api_dsn,
         "AUTH_JWT_SECRET": GOOD_SECRET,
@@ -254,7 +254,7 @@ async def test_production_api_with_two_workers_serves_metrics_once_on_the_ops_po
     api_dsn, _ = production_login
     port, ops = free_port(), free_port()
     env = {
-        **api_env(database, infra.kafka, topic_prefix),
+        **api_env(database, infra.kafka_for("api"), topic_prefix),
         "APP_ENV": "production",
         "DATABASE_URL": api_dsn,
         "AUTH_JWT_SECRET": GOOD_SECRET,
@@ -279,7 +279,7 @@ async def test_good_production_worker_starts_with_its_own_role(
     _, worker_dsn = production_login
     port = free_port()
     env = {
-        **api_env(database, infra.kafka, topic_prefix),
+        **api_env(database, infra.kafka_for("worker"), topic_prefix),
         **GOOD_BPJS,
         "APP_ENV": "production",
         "AUTH_JWT_SECRET": "",  # the worker verifies no tokens and needs no token secret
