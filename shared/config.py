@@ -239,6 +239,24 @@ def refuse_to_start(service: str, reason: str) -> NoReturn:
     raise SystemExit(EXIT_CONFIG)
 
 
+class ServedSettings(BaseServiceSettings):
+    """A service with a public port and an ops port for Prometheus' /metrics. Production always
+    serves the ops port and never /metrics on the public one; dev and test keep /metrics public
+    and start the ops port only when OPS_PORT is set (each service has its own default)."""
+
+    http_host: str = Field("127.0.0.1", alias="HTTP_HOST")
+    ops_host: str | None = Field(None, alias="OPS_HOST")  # default: HTTP_HOST
+    ops_port: int = Field(8010, alias="OPS_PORT")
+
+    @property
+    def ops_enabled(self) -> bool:
+        return not self.is_dev or "ops_port" in self.model_fields_set
+
+    @property
+    def ops_bind_host(self) -> str:
+        return self.ops_host or self.http_host
+
+
 def load_settings(factory: Callable[[], S], service: str) -> S:
     """The service's settings, or a one-line refusal (see `refuse_to_start`)."""
     try:

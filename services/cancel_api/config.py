@@ -4,11 +4,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.config import BaseServiceSettings
+from shared.config import ServedSettings
 
 
-class CancelApiSettings(BaseServiceSettings):
-    http_host: str = Field("127.0.0.1", alias="HTTP_HOST")
+class CancelApiSettings(ServedSettings):
     port: int = Field(8000, alias="CANCEL_API_PORT")
     workers: int = Field(1, alias="CANCEL_API_WORKERS")
     bpjs_service: Literal["antreanrs", "antreanfktp"] = Field("antreanrs", alias="BPJS_SERVICE")
@@ -24,20 +23,9 @@ class CancelApiSettings(BaseServiceSettings):
     # Verified tokens are remembered this long (never past their exp); 0 verifies every request.
     auth_token_cache_s: float = Field(30.0, ge=0, alias="AUTH_TOKEN_CACHE_S")
     idempotency_retention_hours: int = Field(48, alias="IDEMPOTENCY_RETENTION_HOURS")
-    # Prometheus /metrics on its own port (docs/SECURITY.md). Production always serves it there
-    # and never on the public port; dev/test keep /metrics public and start it only when set.
-    ops_host: str | None = Field(None, alias="OPS_HOST")  # default: HTTP_HOST
     ops_port: int = Field(8010, alias="OPS_PORT")
     # /docs and /openapi.json: on in dev/test, off in production unless turned on here.
     api_docs_enabled: bool | None = Field(None, alias="API_DOCS_ENABLED")
-
-    @property
-    def ops_enabled(self) -> bool:
-        return not self.is_dev or "ops_port" in self.model_fields_set
-
-    @property
-    def ops_bind_host(self) -> str:
-        return self.ops_host or self.http_host
 
     @property
     def public_metrics(self) -> bool:

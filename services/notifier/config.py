@@ -4,13 +4,12 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from shared.config import BaseServiceSettings
+from shared.config import ServedSettings
 
 
-class NotifierSettings(BaseServiceSettings):
+class NotifierSettings(ServedSettings):
     uses_database: ClassVar[bool] = False  # no DATABASE_URL needed or checked
 
-    http_host: str = Field(default="127.0.0.1", alias="HTTP_HOST")
     port: int = Field(default=8001, alias="NOTIFIER_PORT")
     # The client must authenticate within this many seconds (CONTRACT.md §6) or gets 4401.
     auth_deadline_s: float = Field(default=10.0, alias="NOTIFIER_AUTH_DEADLINE_S")
@@ -35,18 +34,8 @@ class NotifierSettings(BaseServiceSettings):
     max_connections_per_user: int = Field(
         default=20, ge=1, alias="NOTIFIER_MAX_CONNECTIONS_PER_USER"
     )
-    # /metrics, /healthz and /readyz for Prometheus and probes. Production always serves them
-    # here and not /metrics on the public port; dev/test only when OPS_PORT is set.
-    ops_host: str | None = Field(default=None, alias="OPS_HOST")  # default: HTTP_HOST
+    # /metrics, /healthz and /readyz for Prometheus and probes (ServedSettings).
     ops_port: int = Field(default=8011, alias="OPS_PORT")
-
-    @property
-    def ops_enabled(self) -> bool:
-        return not self.is_dev or "ops_port" in self.model_fields_set
-
-    @property
-    def ops_bind_host(self) -> str:
-        return self.ops_host or self.http_host
 
     @classmethod
     def from_env(cls) -> "NotifierSettings":
