@@ -110,7 +110,11 @@ async def test_an_empty_or_malformed_cursor_gets_resync_and_then_the_live_messag
     spawn, infra, topic_prefix, publish
 ):
     _, url, base = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
-    await publish(*[cancelled() for _ in range(3)])  # something a deep read would replay
+    watcher = await session(url, token(user="u-watcher"))
+    earlier = [cancelled() for _ in range(3)]
+    await publish(*earlier)  # something a deep read would replay
+    for event in earlier:  # the notifier has read them before the sessions below are ready
+        await watcher.wait_for(event.id)
     foreign = cursor.encode({("no-such-topic", 0): 0})  # names none of our partitions
     bad_entry = b64({"v": 1, "p": [["queue-cancelled"]]})
     ahead = cursor.encode({("queue-cancelled", p): 10**9 for p in range(4)})  # not from us
