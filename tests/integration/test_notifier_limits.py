@@ -175,7 +175,9 @@ async def test_a_resume_that_missed_more_than_the_replay_limit_gets_resync(
     replayed = await session(url, token(), first.cursor)
     await replayed.wait_for(few[-1].id)
     assert replayed.ids() == [e.id for e in few] and "resync" not in replayed.types()
-    await publish(cancelled(qid=77))  # six missed: one more than the limit
+    sixth = cancelled(qid=77)
+    await publish(sixth)  # six missed: one more than the limit
+    await replayed.wait_for(sixth.id)  # the notifier has read it before the next resume
     too_many = await session(url, token(), first.cursor)
     await too_many.wait_for("resync")
     assert too_many.ids() == []
