@@ -110,15 +110,16 @@ function askCancel(queueId) {
   dialog.returnValue = "no";
   dialog.onclose = () => {
     const opener = document.querySelector(`.card[data-queue-id="${queueId}"] button.x`);
-    if (dialog.returnValue === "yes") confirmCancel(queueId, opener);
+    // The ticket as the user confirmed it: a live update may remove its card meanwhile.
+    if (dialog.returnValue === "yes") confirmCancel(q, opener);
     else opener?.focus();
   };
   dialog.showModal();
   $("confirm-no").focus();
 }
 
-async function confirmCancel(queueId, opener) {
-  const q = state.tickets.get(queueId);
+async function confirmCancel(q, opener) {
+  const queueId = q.id;
   let attempt = state.pending.get(queueId);
   if (!attempt) {
     const data = new FormData($("confirm-form"));
