@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# One image for every service of the project (CONTRACT.md §1). Each compose service picks its
-# process with `command: python -m services.<name>`; migrations run as `python -m shared.migrate`.
+# One image for every service of the project (README.md lists them and their ports). Each
+# compose service picks its process with `command: python -m services.<name>`; migrations run
+# as `python -m shared.migrate`.
 
 # ---- builder: resolve and build every wheel (the project and its pinned dependencies) ----------
 FROM python:3.11-slim AS builder

@@ -164,7 +164,7 @@ async def pgbench_round(stack: Stack, n: int, clients: int, topic: str) -> dict[
 
 async def run(quick: bool) -> list[Row]:
     n, rounds = (2000, 1) if quick else (10_000, 3)
-    clients = int(os.environ.get("BENCH_API_CLIENTS", "64"))  # BENCH.md: 64
+    clients = int(os.environ.get("BENCH_API_CLIENTS", "64"))
     workers = os.environ.get("BENCH_API_WORKERS", "1")
     pool_max = os.environ.get("BENCH_DB_POOL_MAX", "64")  # the service default
     stack = await Stack("api").create()

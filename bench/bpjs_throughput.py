@@ -131,13 +131,13 @@ async def phase(stack: Stack, n: int, tag: str, limit_s: float) -> dict[str, Any
 
 
 async def run(quick: bool) -> list[Row]:
-    n = int(os.environ.get("BENCH_BPJS_N", "400" if quick else "2000"))  # BENCH.md: 2000
+    n = int(os.environ.get("BENCH_BPJS_N", "400" if quick else "2000"))
     in_flight = int(os.environ.get("BENCH_SYNC_MAX_IN_FLIGHT", "32"))
     ideal = in_flight / (LATENCY_MS / 1000)
     worker_env = {
         "SYNC_MAX_IN_FLIGHT": str(in_flight),
-        # The default 100/s rate limit would cap below the ideal (160/s); BENCH.md's ideal is
-        # in-flight / latency, so the limiter is set out of the way.
+        # The ideal this benchmark compares with is in-flight / latency; the default rate limit
+        # would cap below it, so the limiter is set out of the way.
         "SYNC_RATE_PER_S": "1000",
         "SYNC_BACKOFF_BASE_S": "0.2",
         "SYNC_MAX_INTERVAL_S": "1",

@@ -1,4 +1,4 @@
-"""`python -m bench.run [--quick] [--only NAME ...]`: run the benchmarks of BENCH.md in order.
+"""`python -m bench.run [--quick] [--only NAME ...]`: run the benchmarks (bench/README.md) in order.
 
 Each writes bench/results/<name>.json and <name>.png (bench/results/quick/ with --quick); a full
 run also rewrites the results section of bench/README.md (between the two markers).

@@ -243,9 +243,8 @@ async def seed_tickets(dsn: str, n: int, *, bpjs_every: int = 0, tag: str = "") 
 
 
 def http_client(limit: int) -> aiohttp.ClientSession:
-    """The load generator's HTTP client: aiohttp, not httpx. Measured on this machine with 64
-    concurrent requests, httpx 0.28 spent 7.2 ms of client CPU per request and capped the API at
-    83 cancels/s; aiohttp spends 0.3 ms (see bench/README.md)."""
+    """The load generator's HTTP client: aiohttp, not httpx, whose per-request CPU would make
+    the load generator, not the API, the bottleneck on this 2-core machine (bench/README.md)."""
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
 

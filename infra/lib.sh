@@ -1,5 +1,5 @@
 # Shared settings for the native (no-Docker) dev stack; sourced by the other infra scripts.
-# Every value can be overridden from the environment (CONTRACT.md §2).
+# Every value can be overridden from the environment (docs/CONFIGURATION.md).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA_DIR="${ANTREAN_DATA_DIR:-$REPO/.data}"

@@ -1,4 +1,4 @@
-"""Staff token verification (CONTRACT.md §3): HS256 with a secret, or RS256 from a JWKS URL."""
+"""Staff token verification (docs/SECURITY.md): HS256 with a secret, or RS256 from a JWKS URL."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ class TokenVerifier:
         return who
 
     async def _decode(self, token: str) -> tuple[str | None, dict[str, Any]]:
-        # aud/iss are checked only when configured (CONTRACT.md §2); exp is always required.
+        # aud/iss are checked only when configured (AUTH_AUDIENCE, AUTH_ISSUER); exp always is.
         options: Any = {"require": ["exp", "sub"], "verify_aud": bool(self._audience)}
         common: dict[str, Any] = {
             "audience": self._audience,

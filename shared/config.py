@@ -144,7 +144,7 @@ class BaseServiceSettings(BaseSettings):
         return self.app_env != "production"
 
     def topic(self, name: str) -> str:
-        """The real Kafka topic name of a logical topic (CONTRACT.md §5)."""
+        """The real Kafka topic name of a logical topic (docs/EVENTS.md)."""
         return f"{self.kafka_topic_prefix}{name}"
 
     @property

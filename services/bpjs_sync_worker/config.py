@@ -1,4 +1,4 @@
-"""Settings of the BPJS sync worker (CONTRACT.md §2 plus retry, breaker and pool settings)."""
+"""Settings of the BPJS sync worker: BPJS, retry, breaker and pool (docs/CONFIGURATION.md)."""
 
 from pathlib import Path
 from typing import ClassVar, Literal

@@ -202,9 +202,8 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
     Staff = Annotated[Principal, Depends(staff)]
 
     # The busiest endpoint reads its path parameter and headers itself: FastAPI's per-request
-    # parameter and dependency solving cost more CPU than the rest of the handler (measured in
-    # api_throughput: 0.87 ms of API CPU per cancel with declared parameters, 0.64 ms without;
-    # one dependency level instead of two made no difference; bench/README.md). The checks,
+    # parameter and dependency solving cost more CPU than the rest of the handler (api_throughput
+    # in bench/README.md has the figures). The checks,
     # their order and their answers are those of the declared parameters
     # (`require(PERM_CANCEL)`, then `Header(max_length=200)`), and the OpenAPI document still
     # declares them (CANCEL_PARAMETERS).
@@ -240,7 +239,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
             # A fresh result is already in the shape and order of CancelResponse: rendered
             # directly, to the bytes FastAPI's response_model path would produce. A keyed
             # request may replay a stored (jsonb, reordered) body: that one goes through
-            # response_model as before.
+            # response_model, which puts the fields back in order.
             return Response(orjson.dumps(result), media_type="application/json")
         return result
 

@@ -1,4 +1,4 @@
-"""Settings of the cancel API (environment variables of CONTRACT.md §2 plus its own)."""
+"""Settings of the cancel API (docs/CONFIGURATION.md)."""
 
 from typing import Literal
 
@@ -17,7 +17,8 @@ class CancelApiSettings(ServedSettings):
     # runs it alone (then set this to false on the API replicas).
     outbox_relay_enabled: bool = Field(True, alias="OUTBOX_RELAY_ENABLED")
     db_pool_min: int = Field(1, alias="DB_POOL_MIN")
-    # Measured (bench/README.md): 20 -> 64 connections took 457 -> 629 cancels/s.
+    # Enough connections for the in-flight cancels of one process to rarely wait for one
+    # (bench/README.md, api_throughput).
     db_pool_max: int = Field(64, alias="DB_POOL_MAX")
     max_body_bytes: int = Field(16 * 1024, alias="MAX_BODY_BYTES")
     # Verified tokens are remembered this long (never past their exp); 0 verifies every request.

@@ -29,7 +29,7 @@ class Refusal:
 
 
 def cancel_refusal(status: str) -> Refusal | None:
-    """None when a ticket in `status` may be cancelled, else why not (CONTRACT.md §4)."""
+    """None when a ticket in `status` may be cancelled, else why not (docs/API.md)."""
     if status == "waiting":
         return None
     if status == "cancelled":

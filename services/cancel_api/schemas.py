@@ -79,7 +79,7 @@ class CancelResponse(BaseModel):
 
 
 def queue_out(row: Any) -> dict[str, Any]:
-    """A `Queue` object of CONTRACT.md §4 from a queue_ticket row (JSON-ready)."""
+    """A `Queue` object (docs/API.md) from a queue_ticket row (JSON-ready)."""
     by = None
     if row["cancelled_by_id"] is not None:
         by = {"user_id": row["cancelled_by_id"], "name": row["cancelled_by_name"]}

@@ -47,7 +47,7 @@ async def cancel_ticket(
             # Fast path, two round trips: read the ticket, then one statement that cancels it,
             # writes the audit and outbox rows, and changes nothing unless the ticket is still
             # waiting and unchanged. Anything else (no ticket, not waiting, changed meanwhile)
-            # takes the locked path below, which decides exactly as before.
+            # takes the locked path below, which decides 404/409 on the locked row.
             row = await repo.read_ticket_for_cancel(conn, who.clinic_id, queue_id)
             if row is not None and domain.cancel_refusal(row["status"]) is None:
                 response = await _cancel(conn, who, row, body, topic, request_id)

@@ -1,1 +1,1 @@
-"""Notifier: Kafka consumer -> websocket fan-out to the staff UIs (CONTRACT.md §6)."""
+"""Notifier: Kafka consumer -> websocket fan-out to the staff UIs (docs/WEBSOCKET.md)."""

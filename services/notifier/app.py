@@ -1,4 +1,4 @@
-"""The notifier's server: the websocket endpoint of CONTRACT.md §6 plus /healthz, /readyz, /metrics.
+"""The notifier's server: the websocket endpoint (docs/WEBSOCKET.md), /healthz, /readyz, /metrics.
 
 It runs on the `websockets` library's own asyncio server rather than an ASGI stack: fan-out
 writes each message straight to every socket that can take it (see `session.py`), which is

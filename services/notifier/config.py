@@ -1,4 +1,4 @@
-"""Settings of the notifier (environment variables of CONTRACT.md §2 plus its own)."""
+"""Settings of the notifier (docs/CONFIGURATION.md)."""
 
 from typing import ClassVar
 
@@ -11,7 +11,7 @@ class NotifierSettings(ServedSettings):
     uses_database: ClassVar[bool] = False  # no DATABASE_URL needed or checked
 
     port: int = Field(default=8001, alias="NOTIFIER_PORT")
-    # The client must authenticate within this many seconds (CONTRACT.md §6) or gets 4401.
+    # The client must authenticate within this many seconds (docs/WEBSOCKET.md) or gets 4401.
     auth_deadline_s: float = Field(default=10.0, alias="NOTIFIER_AUTH_DEADLINE_S")
     # Websocket pings: a peer that does not answer within the timeout is dropped.
     ping_interval_s: float = Field(default=20.0, alias="NOTIFIER_PING_INTERVAL_S")

@@ -1,4 +1,4 @@
-"""Pure mapping of events to websocket messages, and the routing rules (CONTRACT.md §6)."""
+"""Pure mapping of events to websocket messages, and the routing rules (docs/WEBSOCKET.md)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """Async client of the BPJS Antrean web services (antreanrs, antreanfktp) over one aiohttp pool.
 
-aiohttp rather than httpx: measured against the simulator with 32 calls in flight, httpx spent
-1.8-3.0 ms of CPU per call (mostly httpcore's pool bookkeeping), aiohttp 0.2-0.3 ms; the sync
-worker makes two calls per cancellation on one event loop, so this CPU capped its throughput.
+aiohttp because its CPU cost per call is low: the sync worker makes two calls per cancellation
+on one event loop, so the client's own CPU bounds its throughput (bench/README.md).
 """
 
 from __future__ import annotations
@@ -85,9 +84,9 @@ class BpjsClient:
             sock_read=read_timeout,
         )
         # verify=True is deliberate and not a parameter: trust-all TLS is what not to copy.
-        # The context is httpx's (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), as before.
+        # httpx's context: certifi's CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR when set.
         self._ssl = httpx.create_ssl_context(verify=True)
-        # Proxies from the environment (HTTP(S)_PROXY, NO_PROXY), read once like httpx did.
+        # Proxies from the environment (HTTP(S)_PROXY, NO_PROXY), read once, not per request.
         self._proxy: URL | None = None
         self._proxy_auth: aiohttp.BasicAuth | None = None
         try:
@@ -107,7 +106,7 @@ class BpjsClient:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
-                cookie_jar=aiohttp.CookieJar(unsafe=True),  # kept per client, as httpx did
+                cookie_jar=aiohttp.CookieJar(unsafe=True),  # per client, IP hosts too
                 trust_env=False,  # proxies were read once above, not per request in a thread
                 raise_for_status=False,
             )

@@ -1,4 +1,4 @@
-"""Wire contracts: the CloudEvents envelope and the three event models of CONTRACT.md §5."""
+"""Wire contracts: the CloudEvents envelope and the three event models (docs/EVENTS.md)."""
 
 from shared.events.envelope import CloudEvent, decode_event, encode_event, new_event
 from shared.events.models import (

@@ -60,8 +60,8 @@ class BpjsSyncFailedData(_Wire):
     cancel_event_id: str
     attempts: int
     # rejected: BPJS refused; unreachable: BPJS not answering; no_credentials: the clinic is
-    # missing from BPJS_CREDENTIALS_FILE, nothing was sent (a value added in version 1: readers
-    # of an older copy of this model refuse such an event, so deploy readers first).
+    # missing from BPJS_CREDENTIALS_FILE, nothing was sent. Readers refuse a value they do not
+    # know, so a new value needs readers deployed first (docs/EVENTS.md).
     error_kind: Literal["rejected", "unreachable", "no_credentials"]
     bpjs_code: int | None
     error: str

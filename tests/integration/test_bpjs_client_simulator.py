@@ -232,7 +232,7 @@ async def test_a_timestamp_computed_in_wib_is_refused_when_skew_is_checked(
 ) -> None:
     sim.configure(max_clock_skew_s=300)
     sim.seed_booking(BOOKING)
-    wib_clock = lambda: time.time() + 7 * 3600  # noqa: E731 - the pitfall BPJS.md warns about
+    wib_clock = lambda: time.time() + 7 * 3600  # noqa: E731 - WIB (UTC+7), not UTC
     async with BpjsClient(sim.rs_url, clock=wib_clock) as skewed, BpjsClient(sim.rs_url) as good:
         refused = await skewed.cancel_rs(CREDS, BOOKING, REASON)
         accepted = await good.cancel_rs(CREDS, BOOKING, REASON)

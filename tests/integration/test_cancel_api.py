@@ -1,4 +1,4 @@
-"""Cancel endpoint: every row of the CONTRACT.md §4 table, against real PostgreSQL and Kafka."""
+"""Cancel endpoint: every row of docs/API.md's cancel table, against real PostgreSQL and Kafka."""
 
 import asyncpg
 import pytest

@@ -1,4 +1,4 @@
-"""The notifier as a real process over real websockets and real Kafka (CONTRACT.md §6)."""
+"""The notifier as a real process over real websockets and real Kafka (docs/WEBSOCKET.md)."""
 
 from __future__ import annotations
 

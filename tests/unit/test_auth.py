@@ -1,4 +1,4 @@
-"""Every JWT rule of CONTRACT.md §3: HS256 with a secret, RS256 from a JWKS URL over real HTTP."""
+"""Every staff-token rule (docs/SECURITY.md): HS256 with a secret, RS256 from a JWKS over HTTP."""
 
 import base64
 import json

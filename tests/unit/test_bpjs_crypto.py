@@ -1,4 +1,4 @@
-"""BPJS signing and `response` decryption against the test vectors of BPJS.md, byte for byte."""
+"""BPJS signing and `response` decryption against fixed test vectors (docs/BPJS.md), exactly."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""The CloudEvents envelope and the event models of CONTRACT.md §5."""
+"""The CloudEvents envelope and the event models (docs/EVENTS.md)."""
 
 from datetime import UTC, datetime
 from pathlib import Path

@@ -1,4 +1,4 @@
-// Texts of the staff UI: Indonesian (default, word for word from PRODUCT.md) and English.
+// Texts of the staff UI: Indonesian (the default, in the wording staff know) and English.
 const TEXTS = {
   id: {
     app_title: "Antrean Ruangan",

@@ -1,4 +1,4 @@
-// Websocket client of the notifier (CONTRACT.md §6): auth, subscribe, resume, resync, heartbeats, back-off.
+// Websocket client of the notifier (docs/WEBSOCKET.md): auth, subscribe, resume, resync, heartbeats, back-off.
 const CURSOR_KEY = "antrean.cursor";
 const PING_EVERY_MS = 20000;
 const PONG_WITHIN_MS = 10000;
