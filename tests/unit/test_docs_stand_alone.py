@@ -43,7 +43,7 @@ def citations_outside_the_repo(path: Path, text: str) -> list[str]:
     in_docs = path.parent == REPO / "docs"
     for match in re.finditer(re.escape(BPJS_DOC), text):
         before = text[: match.start()]
-        # docs/BPJS.md anywhere, or a plain BPJS.md inside docs/, is this repository's own doc.
+        # The path docs/BPJS.md anywhere, or the bare name inside docs/: the repository's own doc.
         if not (before.endswith("docs/") or (in_docs and not before.endswith("/"))):
             found.append(text[max(0, match.start() - 20) : match.end()])
     return found
