@@ -3,68 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
+from tests.browser.pages import (
+    ADMIN,
+    FAILURE,
+    PROGRESS,
+    SHOTS,
+    SUCCESS,
+    WARNING,
+    card,
+    open_dialog,
+    open_room,
+)
 from tests.fixtures.api import read_events, token
 from tests.fixtures.infra import wait_until
 
 pytestmark = pytest.mark.browser
-
-# Screenshots go to an ignored folder; docs/screenshots holds the ones chosen for the README.
-SHOTS = Path(__file__).resolve().parents[2] / "test-results" / "screenshots"
-PROGRESS = "Sedang membatalkan antrean, harap tunggu..."
-SUCCESS = "Antrean berhasil dibatalkan"
-FAILURE = "Tidak dapat membatalkan antrean"
-WARNING = (
-    "Pembatalan berhasil, namun terjadi masalah sinkronisasi dengan BPJS. "
-    "Silakan hubungi administrator jika diperlukan."
-)
-ADMIN = ["cancel antrean", "manage bpjs sync"]
-
-
-@pytest.fixture(scope="module")
-async def browser():
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
-        yield b
-        await b.close()
-
-
-async def open_room(
-    browser: Browser,
-    stack,
-    tok: str | None = None,
-    room: str = "POLI-UMUM",
-    before=None,
-    **viewport,
-) -> Page:
-    ctx = await browser.new_context(viewport=viewport or {"width": 1366, "height": 768})
-    page = await ctx.new_page()
-    if before is not None:
-        await before(page)
-    await page.goto(stack.ui_url(tok or token(), room))
-    await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=15000)
-    return page
-
-
-def card(page: Page, ticket: dict):
-    return page.locator(f'.card[data-queue-id="{ticket["id"]}"]')
-
-
-async def open_dialog(page: Page, ticket: dict) -> None:
-    await card(page, ticket).locator("button.x").click()
-    await expect(page.locator("#confirm")).to_be_visible()
 
 
 async def test_room_shows_cards_and_the_dialog_has_the_exact_text_and_tidak_sends_nothing(

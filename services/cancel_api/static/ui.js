@@ -30,7 +30,8 @@ export function toast(kind, text, { detail, sticky } = {}) {
   const dismiss = () => node.remove();
   if (kind !== "progress") {
     node.append(
-      el("button", { type: "button", class: "toast-close", "aria-label": t("dismiss"), onclick: dismiss }, "×"),
+      el("button", { type: "button", class: "toast-close", "aria-label": t("dismiss"), onclick: dismiss },
+        el("span", { "aria-hidden": "true" }, "×")),
     );
   }
   region.append(node);
