@@ -26,6 +26,7 @@ from shared.events import (
 )
 from shared.kafka import KafkaConfig, make_producer, send_event
 from tests.fixtures.api import SECRET, token
+from tests.fixtures.contract import received
 from tests.fixtures.infra import free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -51,17 +52,23 @@ def start_notifier(spawn, kafka: KafkaConfig, prefix: str, **extra: str):
 
 
 class Client:
-    """A websocket client that keeps every event message it receives, in order."""
+    """A websocket client that keeps every event message it receives, in order, and every
+    message that does not fit docs/asyncapi.yaml (a test using it fails on the first)."""
 
     def __init__(self, ws, ready: dict) -> None:
         self.ws, self.ready, self.events = ws, ready, []
+        self.off_contract: list[str] = []
         self.cursor = ready["cursor"]
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         try:
             async for raw in self.ws:
-                msg = json.loads(raw)
+                try:
+                    msg = received(raw)
+                except AssertionError as exc:
+                    self.off_contract.append(str(exc))
+                    msg = json.loads(raw)
                 if msg["type"] not in CONTROL:
                     self.events.append(msg)
                     self.cursor = msg["cursor"]
@@ -69,6 +76,7 @@ class Client:
             pass
 
     def ids(self) -> list[str]:
+        assert not self.off_contract, self.off_contract
         return [m["event_id"] for m in self.events]
 
     async def wait_for(self, event_id: str, timeout: float = 15) -> None:
@@ -77,6 +85,7 @@ class Client:
     async def close(self) -> None:
         await self.ws.close()
         await self.task
+        assert not self.off_contract, self.off_contract
 
 
 async def connect(
@@ -84,7 +93,7 @@ async def connect(
 ) -> Client:
     ws = await websockets.connect(url, max_size=2**20, open_timeout=30)
     await ws.send(json.dumps({"type": "auth", "token": tok}))
-    ready = json.loads(await asyncio.wait_for(ws.recv(), 15))
+    ready = received(await asyncio.wait_for(ws.recv(), 15))
     assert ready["type"] == "ready", ready
     if rooms is not None:
         await ws.send(json.dumps({"type": "subscribe", "room_ids": rooms}))
@@ -239,11 +248,11 @@ async def test_ready_names_user_and_clinic_and_ping_gets_pong(spawn, infra, topi
     _, url, _ = start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix)
     async with websockets.connect(url) as ws:
         await ws.send(json.dumps({"type": "auth", "token": token(user="u-ani")}))
-        ready = json.loads(await ws.recv())
+        ready = received(await ws.recv())
         assert ready["type"] == "ready" and ready["user_id"] == "u-ani"
         assert ready["clinic_id"] == "KLINIK-A" and isinstance(ready["cursor"], str)
         await ws.send(json.dumps({"type": "ping"}))
-        assert json.loads(await ws.recv()) == {"type": "pong"}
+        assert received(await ws.recv()) == {"type": "pong"}
 
 
 async def test_queue_cancelled_reaches_every_session_of_the_clinic_in_subscribed_rooms(

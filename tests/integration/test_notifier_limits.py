@@ -17,6 +17,7 @@ from shared.auth import issue_dev_token
 from shared.events import encode_event
 from shared.kafka import make_producer
 from tests.fixtures.api import token
+from tests.fixtures.contract import received
 from tests.fixtures.infra import free_port, wait_until
 from tests.integration import test_notifier
 from tests.integration.test_notifier import (
@@ -32,23 +33,31 @@ publish = test_notifier.publish  # the fixture, shared
 
 
 class Raw:
-    """A websocket client that keeps every message it receives (control messages too)."""
+    """A websocket client that keeps every message it receives (control messages too), and
+    every message that does not fit docs/asyncapi.yaml (a test using it fails on the first)."""
 
     def __init__(self, ws) -> None:
         self.ws, self.got = ws, []
+        self.off_contract: list[str] = []
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         try:
             async for raw in self.ws:
-                self.got.append(json.loads(raw))
+                try:
+                    self.got.append(received(raw))
+                except AssertionError as exc:
+                    self.off_contract.append(str(exc))
+                    self.got.append(json.loads(raw))
         except websockets.ConnectionClosed:
             pass
 
     def types(self) -> list[str]:
+        assert not self.off_contract, self.off_contract
         return [m["type"] for m in self.got]
 
     def ids(self) -> list[str]:
+        assert not self.off_contract, self.off_contract
         return [m["event_id"] for m in self.got if "event_id" in m]
 
     async def wait_for(self, what: str, timeout: float = 15) -> None:
@@ -59,13 +68,14 @@ class Raw:
     async def close(self) -> None:
         await self.ws.close()
         await self.task
+        assert not self.off_contract, self.off_contract
 
 
 async def session(url: str, tok: str, *resume: object) -> Raw:
     """Authenticate, wait for `ready`, then send `resume` with the given cursor (if any)."""
     ws = await websockets.connect(url, max_size=2**20, open_timeout=30)
     await ws.send(json.dumps({"type": "auth", "token": tok}))
-    ready = json.loads(await asyncio.wait_for(ws.recv(), 15))
+    ready = received(await asyncio.wait_for(ws.recv(), 15))
     assert ready["type"] == "ready", ready
     if resume:
         msg: dict[str, object] = {"type": "resume"}
