@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -136,8 +137,19 @@ def allowed_methods(request: Request) -> str:
     """Every method some route serves on this path: the router's own 405 names only the methods
     of the first route whose path matched (`GET` where `GET, POST` are served)."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
+    for route in _routes(request.app.router.routes):
         match, _ = route.matches(request.scope)
         if match != Match.NONE:
             methods |= getattr(route, "methods", None) or set()
     return ", ".join(sorted(methods))
+
+
+def _routes(routes: list[Any]) -> Iterator[Any]:
+    # An included router is one entry of the app's routes; its own routes carry the full paths
+    # (the API's routers have no prefix).
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _routes(included.routes)
+        else:
+            yield route
