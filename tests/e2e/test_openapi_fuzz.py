@@ -15,6 +15,7 @@ from tests.fixtures.infra import free_port
 
 pytestmark = pytest.mark.e2e
 
+REPO = Path(__file__).resolve().parents[2]
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 # Bounded so the run stays around a minute on two cores; the seed makes a failure reproducible.
 MAX_EXAMPLES = 30
@@ -63,8 +64,13 @@ def test_the_api_answers_as_its_openapi_document_says(
             "--report-dir",
             str(tmp_path),
         ],
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks", "FUZZ_TOKEN": tok},
-        cwd=Path(__file__).resolve().parents[2],
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks",
+            "FUZZ_TOKEN": tok,
+        },
+        cwd=tmp_path,  # its cache (.schemathesis/) stays out of the repository
         capture_output=True,
         text=True,
         timeout=MAX_TIME_S + 120,
