@@ -39,10 +39,16 @@ BEARER_REQUIREMENT: list[dict[str, list[Any]]] = [{bearer.scheme_name: []}]
 async def authenticate(ctx: ApiContext, authorization: str | None) -> Principal:
     """The principal of an `Authorization: Bearer <token>` header, or 401/503 problems."""
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() != "bearer":
+        token = ""
+    return await _verified(ctx, token.strip())
+
+
+async def _verified(ctx: ApiContext, token: str) -> Principal:
+    if not token:
         raise Problem(401, "unauthenticated", "Token Bearer tidak ada.")
     try:
-        who = await ctx.verifier.verify(token.strip())
+        who = await ctx.verifier.verify(token)
     except AuthError as exc:
         # The verifier's reason stays in the log: it would tell a forger what to fix.
         log.info("token_rejected", reason=str(exc)[:200])
@@ -68,9 +74,7 @@ def authorize(who: Principal, permission: str) -> Principal:
 async def principal(
     ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
-    if credentials is None:
-        raise Problem(401, "unauthenticated", "Token Bearer tidak ada.")
-    return await authenticate(ctx, f"Bearer {credentials.credentials}")
+    return await _verified(ctx, credentials.credentials.strip() if credentials else "")
 
 
 # Reading the clinic's tickets (names, record and BPJS numbers) needs one staff permission.
