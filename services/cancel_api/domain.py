@@ -81,6 +81,8 @@ def ticket_number(room_id: str, seq: int) -> str:
     return f"{ticket_prefix(room_id)}-{seq:03d}"
 
 
+# Fields of the FKTP service with a fixed shape (ASCII digits: `\d` would take any script's).
+BPJS_FIELD_PATTERNS = {"card_number": "[0-9]{13}", "visit_date": "[0-9]{4}-[0-9]{2}-[0-9]{2}"}
 BPJS_FIELDS = {
     "antreanrs": ("booking_code",),
     "antreanfktp": ("card_number", "poli_code", "visit_date"),
@@ -91,12 +93,13 @@ def bpjs_problem(service: str, bpjs: dict[str, str] | None) -> str | None:
     """Why `bpjs` does not hold the fields of the configured service, or None when it does."""
     if bpjs is None:
         return "bpjs wajib diisi untuk penjamin BPJS"
-    missing = [f for f in BPJS_FIELDS[service] if not str(bpjs.get(f, "")).strip()]
+    # Values are non-blank when present (schemas.NAME): presence is the rule here.
+    missing = [f for f in BPJS_FIELDS[service] if not bpjs.get(f)]
     if missing:
         return f"bpjs untuk {service} memerlukan: {', '.join(missing)}"
     if service == "antreanfktp":
-        if not re.fullmatch(r"\d{13}", bpjs["card_number"]):
+        if not re.fullmatch(BPJS_FIELD_PATTERNS["card_number"], bpjs["card_number"]):
             return "card_number harus 13 digit"
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", bpjs["visit_date"]):
+        if not re.fullmatch(BPJS_FIELD_PATTERNS["visit_date"], bpjs["visit_date"]):
             return "visit_date harus berformat YYYY-MM-DD"
     return None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from services.cancel_api.domain import Refusal
 from shared.db import UNAVAILABLE_ERRORS
@@ -31,6 +34,19 @@ TITLES = {
     "method_not_allowed": "Metode tidak diizinkan",
     "internal_error": "Terjadi kesalahan pada sistem",
 }
+
+
+class ProblemDetails(BaseModel):
+    """The body of every error answer (`application/problem+json`); some codes add fields,
+    e.g. `queue_status` on a refused cancel."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
 
 
 class Problem(Exception):
@@ -94,9 +110,12 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response(Problem(422, "invalid_request", detail or "permintaan tidak valid"))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
-        return problem_response(Problem(exc.status_code, code, str(exc.detail)))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        return problem_response(Problem(exc.status_code, code, str(exc.detail)), headers or None)
 
     for error in UNAVAILABLE_ERRORS:
         app.add_exception_handler(error, _unavailable)
@@ -112,3 +131,25 @@ async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(
         Problem(503, "unavailable", "Basis data tidak dapat dihubungi."), {"Retry-After": "2"}
     )
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves on this path: the router's own 405 names only the methods
+    of the first route whose path matched (`GET` where `GET, POST` are served)."""
+    methods: set[str] = set()
+    for route in _routes(request.app.router.routes):
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
+def _routes(routes: list[Any]) -> Iterator[Any]:
+    # An included router is one entry of the app's routes; its own routes carry the full paths
+    # (the API's routers have no prefix).
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _routes(included.routes)
+        else:
+            yield route

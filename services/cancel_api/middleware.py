@@ -23,7 +23,9 @@ HTTP_LATENCY = Histogram(
 
 # A client's X-Request-ID is kept only when it is a short token of safe characters: anything
 # else (newlines, quotes, long strings) would reach log lines, the response and the audit table.
-_SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+_REQUEST_ID = "[A-Za-z0-9._:-]{1,64}"
+REQUEST_ID_PATTERN = f"^{_REQUEST_ID}$"
+_SAFE_REQUEST_ID = re.compile(_REQUEST_ID.encode())
 
 
 def request_id_of(incoming: bytes | None) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 ReasonCode = Literal["no_show", "re_registration", "data_error", "other"]
 Payer = Literal["BPJS", "UMUM", "ASURANSI"]
@@ -13,36 +13,44 @@ Status = Literal["waiting", "called", "accepted", "done", "cancelled"]
 SyncStatus = Literal["pending", "synced", "failed", "resolved_manually"]
 
 
+# PostgreSQL text holds no NUL character; names and codes neither start nor end with a blank
+# or a control character. Input is validated as sent (never trimmed), so the published schema
+# and the validation agree.
+TEXT = r"^[^\x00]*$"
+NAME = r"^[^\x00-\x20](?:[^\x00]*[^\x00-\x20])?$"
+Text = Annotated[str, Field(pattern=TEXT)]
+Name = Annotated[str, Field(pattern=NAME)]
+BPJS_MAX_FIELDS = 8
+BpjsFields = Annotated[
+    dict[Annotated[Name, Field(max_length=64)], Annotated[Name, Field(max_length=64)]],
+    Field(max_length=BPJS_MAX_FIELDS),
+]
+
+
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class CancelRequest(_In):
     reason_code: ReasonCode = "other"
-    reason_text: str | None = Field(None, max_length=500)
+    reason_text: Text | None = Field(None, max_length=500)
 
 
 class Patient(_In):
-    mrn: str = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1, max_length=200)
+    mrn: Name = Field(min_length=1, max_length=64)
+    name: Name = Field(min_length=1, max_length=200)
 
 
 class RegisterRequest(_In):
-    room_id: str = Field(min_length=1, max_length=64)
+    room_id: Name = Field(min_length=1, max_length=64)
     patient: Patient
     payer: Payer
-    bpjs: dict[str, str] | None = None
-
-    @field_validator("bpjs")
-    @classmethod
-    def _small(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        if v is not None and (len(v) > 8 or any(len(x) > 64 for x in v.values())):
-            raise ValueError("bpjs has too many or too long fields")
-        return v
+    # Required for (and only for) payer BPJS; its fields depend on the BPJS service (domain).
+    bpjs: BpjsFields | None = None
 
 
 class ResolveRequest(_In):
-    note: str = Field(min_length=1, max_length=2000)
+    note: Text = Field(min_length=1, max_length=2000)
 
 
 class CancelledByOut(BaseModel):

@@ -144,7 +144,7 @@ async def test_the_worker_records_and_finishes_a_job_with_its_own_role(owner, as
 
 
 async def test_the_cancel_api_in_the_tests_connects_as_its_own_role(api, database):
-    pool = api.client._transport.app.state.resources.pool  # type: ignore[attr-defined]
+    pool = api.client._transport.app.state.ctx.pool  # type: ignore[attr-defined]
     async with pool.acquire() as conn:
         assert await conn.fetchval("select current_user") == API_DB_ROLE
     assert api_env(database, "k", "p")["DATABASE_URL"] == role_dsn(database, API_DB_ROLE)

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from services.cancel_api.config import CancelApiSettings
 from services.cancel_api.errors import Problem
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parents[1] / "static"
 TYPES = {
     ".js": "text/javascript",
     ".css": "text/css",
