@@ -37,6 +37,16 @@ async def run_checks(
     return dict(zip(checks.keys(), results, strict=True))
 
 
+async def readiness(
+    checks: Mapping[str, ReadinessCheck], reported: Mapping[str, ReadinessCheck] | None = None
+) -> tuple[bool, dict[str, object]]:
+    """Whether every check answers, and the body of a /readyz answer. `reported` checks are
+    shown in the body but do not make the service unready."""
+    results = await run_checks({**checks, **(reported or {})})
+    ok = all(results[name] for name in checks)
+    return ok, {"status": "ready" if ok else "not_ready", "checks": results}
+
+
 def ops_router(
     checks: Mapping[str, ReadinessCheck],
     registry: CollectorRegistry = REGISTRY,
@@ -48,7 +58,6 @@ def ops_router(
     `metrics` is False (production: they are on the ops port), metrics. `reported` checks are
     shown in the readiness body but do not make the service unready (e.g. Kafka for the API,
     whose outbox absorbs an outage)."""
-    reported = reported or {}
     router = APIRouter(include_in_schema=False)
 
     @router.get("/healthz")
@@ -57,12 +66,8 @@ def ops_router(
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        results = await run_checks({**checks, **reported})
-        ok = all(results[name] for name in checks)
-        return JSONResponse(
-            {"status": "ready" if ok else "not_ready", "checks": results},
-            status_code=200 if ok else 503,
-        )
+        ok, body = await readiness(checks, reported)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     if metrics:
 

@@ -97,23 +97,14 @@ def json_body(model: type[BaseModel], *, required: bool) -> dict[str, Any]:
     }
 
 
-def header_parameter(
-    name: str, annotation: Any, description: str, *, required: bool = False
+def parameter(
+    location: str, name: str, annotation: Any, description: str, *, required: bool = False
 ) -> dict[str, Any]:
+    """An OpenAPI parameter whose schema is generated from the type the handler checks."""
     return {
         "name": name,
-        "in": "header",
-        "required": required,
-        "description": description,
-        "schema": TypeAdapter(annotation).json_schema(),
-    }
-
-
-def path_parameter(name: str, annotation: Any, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
+        "in": location,
+        "required": required or location == "path",
         "description": description,
         "schema": TypeAdapter(annotation).json_schema(),
     }
@@ -123,7 +114,7 @@ REQUEST_ID_DESCRIPTION = (
     f"The caller's request id, echoed in the answer and logged. A value not matching "
     f"`{REQUEST_ID_PATTERN}` is replaced by a fresh id (never refused)."
 )
-_REQUEST_ID_PARAMETER = header_parameter("X-Request-ID", str, REQUEST_ID_DESCRIPTION)
+_REQUEST_ID_PARAMETER = parameter("header", "X-Request-ID", str, REQUEST_ID_DESCRIPTION)
 _REQUEST_ID_RESPONSE_HEADER = {
     "description": "The request id: the caller's when it was safe, else a fresh one.",
     "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},

@@ -13,7 +13,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from shared.logging import get_logger
-from shared.service_kit import ReadinessCheck, run_checks
+from shared.service_kit import ReadinessCheck, readiness
 
 log = get_logger(__name__)
 
@@ -50,12 +50,8 @@ class OpsEndpoints:
         if path == "/healthz":
             return json_response(HTTPStatus.OK, {"status": "ok"})
         if path == "/readyz":
-            results = await run_checks(self.checks)
-            ok = all(results.values())
-            return json_response(
-                HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
-                {"status": "ready" if ok else "not_ready", "checks": results},
-            )
+            ok, body = await readiness(self.checks)
+            return json_response(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, body)
         if path == "/metrics" and metrics:
             return response(HTTPStatus.OK, generate_latest(self.registry), CONTENT_TYPE_LATEST)
         return json_response(HTTPStatus.NOT_FOUND, {"status": 404, "code": "not_found"})

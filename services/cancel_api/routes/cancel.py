@@ -16,10 +16,9 @@ from services.cancel_api.openapi import (
     IDEMPOTENCY_KEY_MAX,
     IdempotencyKeyValue,
     QueueIdValue,
-    header_parameter,
     json_body,
+    parameter,
     parse_queue_id,
-    path_parameter,
     problems,
 )
 from services.cancel_api.schemas import CancelRequest, CancelResponse
@@ -34,8 +33,9 @@ router = APIRouter(tags=["cancel"])
 # the OpenAPI document declares them from the same types the other routes use.
 CANCEL_OPENAPI: dict[str, Any] = {
     "parameters": [
-        path_parameter("queue_id", QueueIdValue, "The ticket's id."),
-        header_parameter(
+        parameter("path", "queue_id", QueueIdValue, "The ticket's id."),
+        parameter(
+            "header",
             "Idempotency-Key",
             IdempotencyKeyValue,
             "Makes a retried cancel safe: the same key with the same request replays the first "
