@@ -11,6 +11,7 @@ from shared.bpjs.crypto import (
 )
 from shared.bpjs.outcome import (
     ALREADY_DONE_PATTERNS,
+    AUTH_ERROR_PATTERNS,
     Outcome,
     OutcomeKind,
     classify,
@@ -19,6 +20,7 @@ from shared.bpjs.outcome import (
 
 __all__ = [
     "ALREADY_DONE_PATTERNS",
+    "AUTH_ERROR_PATTERNS",
     "DEV_CREDENTIALS",
     "BpjsClient",
     "BpjsCredentials",

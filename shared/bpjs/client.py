@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -21,7 +21,7 @@ from yarl import URL
 
 from shared.bpjs.credentials import BpjsCredentials
 from shared.bpjs.crypto import ResponseDecryptError, decrypt_response, signature
-from shared.bpjs.outcome import Outcome, OutcomeKind, classify, is_success
+from shared.bpjs.outcome import Outcome, OutcomeKind, classify, compile_auth_patterns, is_success
 
 Service = Literal["antreanrs", "antreanfktp"]
 ContentType = Literal["json", "form"]
@@ -65,11 +65,15 @@ class BpjsClient:
         pool_timeout: float = 5.0,
         max_connections: int = 20,
         clock: Callable[[], float] = time.time,
+        auth_error_patterns: Sequence[str] = (),
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.service: Service = service
         self.content_type: ContentType = content_type
         self._clock = clock
+        # Operators' extra wordings of an authentication refusal; a bad regex fails here, at once.
+        compile_auth_patterns(auth_error_patterns)
+        self._auth_error_patterns = tuple(auth_error_patterns)
         self._max_connections = max_connections
         # aiohttp has no pool timeout of its own: its `connect` covers waiting for a free
         # connection plus opening one, `sock_connect` the opening alone (TCP and TLS).
@@ -214,7 +218,13 @@ class BpjsClient:
             status, text = None, ""
             outcome = classify(_describe(exc), None, None)
         else:
-            outcome = classify(None, status, text, content_type=kind_of_body)
+            outcome = classify(
+                None,
+                status,
+                text,
+                content_type=kind_of_body,
+                auth_error_patterns=self._auth_error_patterns,
+            )
         elapsed = time.monotonic() - started
         data = None
         if decrypt and outcome.kind is OutcomeKind.SUCCESS:
