@@ -1,15 +1,16 @@
-"""Control API under /_sim/ for tests and demos: reset, seed, state, faults, request log, stats."""
+"""Control API under /_sim/ (tests, demos): reset, seed, state, faults, options, keys, log."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.bpjs_simulator.config import OptionsPatch, RuntimeOptions
+from services.bpjs_simulator.config import CredentialsPatch, OptionsPatch, RuntimeOptions
 from services.bpjs_simulator.faults import FaultRule
-from services.bpjs_simulator.runtime import Simulator
+from services.bpjs_simulator.runtime import Simulator, configured_credentials
 from services.bpjs_simulator.state import FktpEntry
 
 router = APIRouter(prefix="/_sim", tags=["simulator control"])
@@ -121,6 +122,28 @@ async def patch_config(request: Request, patch: OptionsPatch) -> dict[str, Any]:
     return {**sim.options.model_dump(), **_public_settings(sim)}
 
 
+@router.patch("/credentials")
+async def rotate_credentials(request: Request, patch: CredentialsPatch) -> dict[str, Any]:
+    """Accept other credentials from now on, as when BPJS rotates a consumer's key."""
+    sim = _sim(request)
+    current = sim.credentials
+    sim.credentials = dataclasses.replace(
+        current,
+        cons_id=patch.cons_id or current.cons_id,
+        secret_key=patch.secret_key or current.secret_key,
+        user_key=patch.user_key or current.user_key,
+    )
+    return _credentials_view(sim)
+
+
+@router.delete("/credentials")
+async def restore_credentials(request: Request) -> dict[str, Any]:
+    """Accept the configured credentials again (also done by `/_sim/reset`)."""
+    sim = _sim(request)
+    sim.credentials = configured_credentials(sim.settings)
+    return _credentials_view(sim)
+
+
 @router.get("/requests")
 async def requests_log(
     request: Request, route: str | None = None, limit: int | None = None
@@ -133,11 +156,20 @@ async def stats(request: Request) -> dict[str, Any]:
     return _sim(request).state.stats()
 
 
+def _credentials_view(sim: Simulator) -> dict[str, Any]:
+    """Only whether the set differs from the configured one: the secrets are never shown."""
+    return {
+        "cons_id": sim.credentials.cons_id,
+        "rotated": sim.credentials != configured_credentials(sim.settings),
+    }
+
+
 def _public_settings(sim: Simulator) -> dict[str, Any]:
     """Settings a test may need to know; the secret and the user key are never shown."""
     settings = sim.settings
     return {
-        "cons_id": settings.cons_id,
+        "cons_id": sim.credentials.cons_id,
+        "credentials_rotated": sim.credentials != configured_credentials(settings),
         "rs_prefix": settings.rs_prefix,
         "fktp_prefix": settings.fktp_prefix,
         "max_hang_s": settings.max_hang_s,

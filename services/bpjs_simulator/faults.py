@@ -22,6 +22,7 @@ class FaultMode(StrEnum):
     NON_JSON = "non_json"  # HTTP 200 with a plain-text body
     BUSINESS_201 = "business_201"  # a business refusal without touching state
     DROP_REPLY = "drop_reply"  # apply the call, then close the connection mid-reply
+    NOT_RECORDED = "not_recorded"  # answer as the call would be (200 Ok), but record nothing
 
 
 HTTP_ERROR_STATUS = {FaultMode.HTTP_500: 500, FaultMode.HTTP_502: 502, FaultMode.HTTP_504: 504}

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
-from services.bpjs_simulator.config import SimulatorSettings
+from services.bpjs_simulator.config import AUTH_FAILURE_MESSAGES, SimulatorSettings
 from services.bpjs_simulator.faults import HTTP_ERROR_STATUS, FaultMode, FaultRule, html_page
 from services.bpjs_simulator.runtime import LoggedRequest, Simulator
 from services.bpjs_simulator.state import Verdict
@@ -28,7 +28,7 @@ _ACCEPTED_TYPES = ("application/json", "application/x-www-form-urlencoded")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CARD = re.compile(r"^\d{13}$")
 _REPLY_LOG_LIMIT = 4000
-Operation = Callable[[Simulator, Mapping[str, Any]], Verdict]
+Operation = Callable[[Simulator, Mapping[str, Any], bool], Verdict]  # bool: record the effect
 
 
 class BadRequest(Exception):
@@ -76,35 +76,35 @@ def int_field(body: Mapping[str, Any], name: str) -> int:
     raise BadRequest(f"{name} tidak valid")
 
 
-def _rs_batal(sim: Simulator, body: Mapping[str, Any]) -> Verdict:
+def _rs_batal(sim: Simulator, body: Mapping[str, Any], record: bool) -> Verdict:
     kodebooking, keterangan = text_field(body, "kodebooking"), text_field(body, "keterangan")
-    return sim.state.cancel_rs(kodebooking, keterangan, sim.options)
+    return sim.state.cancel_rs(kodebooking, keterangan, sim.options, record)
 
 
-def _fktp_batal(sim: Simulator, body: Mapping[str, Any]) -> Verdict:
+def _fktp_batal(sim: Simulator, body: Mapping[str, Any], record: bool) -> Verdict:
     tanggal, kodepoli = text_field(body, "tanggalperiksa"), text_field(body, "kodepoli")
     nomorkartu, alasan = text_field(body, "nomorkartu"), text_field(body, "alasan")
     if not _DATE.match(tanggal) or not _is_date(tanggal):
         raise BadRequest("tanggalperiksa tidak valid, format YYYY-MM-DD")
     if not _CARD.match(nomorkartu):
         raise BadRequest("nomorkartu tidak valid, harus 13 digit")
-    return sim.state.cancel_fktp((tanggal, kodepoli, nomorkartu), alasan, sim.options)
+    return sim.state.cancel_fktp((tanggal, kodepoli, nomorkartu), alasan, sim.options, record)
 
 
-def _rs_add(sim: Simulator, body: Mapping[str, Any]) -> Verdict:
+def _rs_add(sim: Simulator, body: Mapping[str, Any], record: bool) -> Verdict:
     kodebooking = text_field(body, "kodebooking")
     text_field(body, "tanggalperiksa")
     text_field(body, "kodepoli")
-    return sim.state.add(kodebooking, dict(body))
+    return sim.state.add(kodebooking, dict(body), record)
 
 
-def _rs_updatewaktu(sim: Simulator, body: Mapping[str, Any]) -> Verdict:
+def _rs_updatewaktu(sim: Simulator, body: Mapping[str, Any], record: bool) -> Verdict:
     kodebooking = text_field(body, "kodebooking")
     taskid, waktu = int_field(body, "taskid"), int_field(body, "waktu")
-    return sim.state.update_task(kodebooking, taskid, waktu, sim.options)
+    return sim.state.update_task(kodebooking, taskid, waktu, sim.options, record)
 
 
-def _rs_getlisttask(sim: Simulator, body: Mapping[str, Any]) -> Verdict:
+def _rs_getlisttask(sim: Simulator, body: Mapping[str, Any], record: bool) -> Verdict:
     return sim.state.list_tasks(text_field(body, "kodebooking"))
 
 
@@ -160,7 +160,8 @@ async def handle(request: Request, service: str, op: str, operation: Operation) 
         # The state change above is kept: the client must learn it from its retry.
         logger.info("%s: dropping the reply of a call that was applied", route)
         return DroppedReply(len(reply))
-    return _finish(entry, route, Response(reply, media_type="application/json"))
+    answer = Response(reply, status_code=verdict.http_status, media_type="application/json")
+    return _finish(entry, route, answer)
 
 
 async def _gateway_fault(request: Request, rule: FaultRule, sim: Simulator) -> Response | None:
@@ -189,33 +190,51 @@ def _verdict(
 ) -> Verdict:
     failure = authentication_failure(request.headers, sim)
     if failure is not None:
-        entry.note = "; ".join(filter(None, [entry.note, f"authentication failed: {failure}"]))
-        return Verdict(201, sim.options.bad_signature_message)
+        header, why = failure
+        entry.note = "; ".join(filter(None, [entry.note, f"authentication failed: {why}"]))
+        return _auth_refusal(sim, header)
     if rule is not None and rule.mode is FaultMode.BUSINESS_201:
         return Verdict(rule.code, rule.message or "Gagal memproses permintaan")
+    record = rule is None or rule.mode is not FaultMode.NOT_RECORDED
     try:
-        return operation(sim, parse_body(request.headers.get("content-type"), raw))
+        verdict = operation(sim, parse_body(request.headers.get("content-type"), raw), record)
     except BadRequest as refusal:
         return Verdict(201, refusal.message)
+    if not record:
+        sim.state.not_recorded[entry.route] += 1
+        entry.note = f"{entry.note}: answered {verdict.code} {verdict.message}, nothing recorded"
+    return verdict
 
 
-def authentication_failure(headers: Mapping[str, str], sim: Simulator) -> str | None:
-    """Which header fails the gateway's checks, or None; compared in constant time."""
-    settings = sim.settings
+def _auth_refusal(sim: Simulator, header: str) -> Verdict:
+    options = sim.options
+    message: str = getattr(options, AUTH_FAILURE_MESSAGES[header])
+    status = options.auth_failure_http_status
+    if status is None:
+        return Verdict(201, message)  # what BPJS does: HTTP 200, refused in `metadata`
+    return Verdict(status, message, http_status=status)
+
+
+def authentication_failure(headers: Mapping[str, str], sim: Simulator) -> tuple[str, str] | None:
+    """(header, why) of the first of the gateway's checks that fails, or None.
+
+    Secrets are compared in constant time against the credentials accepted now.
+    """
+    creds = sim.credentials
     timestamp = headers.get("x-timestamp", "")
-    if headers.get("x-cons-id", "") != settings.cons_id:
-        return "X-cons-id"
+    if headers.get("x-cons-id", "") != creds.cons_id:
+        return "X-cons-id", "X-cons-id"
     if not timestamp.isdigit():
-        return "X-timestamp"
-    expected = signature(settings.cons_id, settings.secret_key.get_secret_value(), timestamp)
+        return "X-timestamp", "X-timestamp"
+    expected = signature(creds.cons_id, creds.secret_key.get_secret_value(), timestamp)
     if not hmac.compare_digest(headers.get("x-signature", "").encode(), expected.encode()):
-        return "X-signature"
-    user_key = settings.user_key.get_secret_value().encode()
+        return "X-signature", "X-signature"
+    user_key = creds.user_key.get_secret_value().encode()
     if not hmac.compare_digest(headers.get("user_key", "").encode(), user_key):
-        return "user_key"
+        return "user_key", "user_key"
     skew = sim.options.max_clock_skew_s
     if skew is not None and abs(time.time() - int(timestamp)) > skew:
-        return "X-timestamp outside the allowed clock skew"
+        return "X-timestamp", "X-timestamp outside the allowed clock skew"
     return None
 
 
@@ -238,11 +257,9 @@ def _reply(service: str, verdict: Verdict, sim: Simulator, timestamp: str) -> by
     key = "metadata" if service == "antreanrs" else "metaData"
     document: dict[str, Any] = {key: {"message": verdict.message, "code": verdict.code}}
     if verdict.response is not None:
-        settings = sim.settings
-        secret = settings.secret_key.get_secret_value()
-        document["response"] = encrypt_response(
-            settings.cons_id, secret, timestamp, verdict.response
-        )
+        creds = sim.credentials
+        secret = creds.secret_key.get_secret_value()
+        document["response"] = encrypt_response(creds.cons_id, secret, timestamp, verdict.response)
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from services.bpjs_simulator.config import RuntimeOptions, SimulatorSettings
 from services.bpjs_simulator.faults import FaultBook
 from services.bpjs_simulator.state import SimState
+from shared.bpjs.credentials import BpjsCredentials
 
 # Header values the request log never keeps: they are, or are derived from, secrets.
 REDACTED_HEADERS = frozenset({"x-signature", "user_key", "authorization", "cookie"})
@@ -63,16 +64,23 @@ class RequestLog:
         return chosen[-limit:] if limit else chosen
 
 
+def configured_credentials(settings: SimulatorSettings) -> BpjsCredentials:
+    return BpjsCredentials(settings.cons_id, settings.secret_key, settings.user_key)
+
+
 class Simulator:
     def __init__(self, settings: SimulatorSettings) -> None:
         self.settings = settings
         self.options = RuntimeOptions.from_settings(settings)
+        # What the gateway accepts now; the control API may rotate it, reset restores it.
+        self.credentials = configured_credentials(settings)
         self.state = SimState()
         self.faults = FaultBook(settings.fault_seed)
         self.log = RequestLog(settings.request_log_size)
 
     def reset(self) -> None:
         self.options = RuntimeOptions.from_settings(self.settings)
+        self.credentials = configured_credentials(self.settings)
         self.state = SimState()
         self.faults.reset()
         self.log.clear()

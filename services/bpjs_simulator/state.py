@@ -37,6 +37,7 @@ class Verdict:
     code: int
     message: str
     response: Any = None
+    http_status: int = 200  # BPJS answers 200 with the outcome in `metadata`; some gateways do not
 
 
 @dataclass
@@ -90,43 +91,56 @@ class SimState:
             "antreanfktp": Counter(),
         }
         self.applied: dict[str, Counter[str]] = {"antreanrs": Counter(), "antreanfktp": Counter()}
+        self.not_recorded: Counter[str] = Counter()  # per route: calls under that fault
 
-    def cancel_rs(self, kodebooking: str, keterangan: str, opts: RuntimeOptions) -> Verdict:
+    # With record=False (fault not_recorded) the answer is the same but nothing is kept.
+    def cancel_rs(
+        self, kodebooking: str, keterangan: str, opts: RuntimeOptions, record: bool = True
+    ) -> Verdict:
         self.batal_calls["antreanrs"][kodebooking] += 1
         booking = self.bookings.get(kodebooking)
         if booking is None:
             if not opts.dev_autocreate:
                 return Verdict(201, NOT_FOUND)
-            booking = self.bookings[kodebooking] = Booking(kodebooking, autocreated=True)
+            booking = Booking(kodebooking, autocreated=True)
         refusal = _cancel_refusal(booking.cancelled, booking.served, opts)
         if refusal is not None:
             return refusal
+        if not record:
+            return Verdict(200, OK)
+        self.bookings[kodebooking] = booking
         booking.cancelled, booking.keterangan = True, keterangan
         self.applied["antreanrs"][kodebooking] += 1
         return Verdict(200, OK)
 
-    def cancel_fktp(self, key: FktpKey, alasan: str, opts: RuntimeOptions) -> Verdict:
+    def cancel_fktp(
+        self, key: FktpKey, alasan: str, opts: RuntimeOptions, record: bool = True
+    ) -> Verdict:
         self.batal_calls["antreanfktp"][fktp_label(key)] += 1
         entry = self.fktp.get(key)
         if entry is None:
             if not opts.dev_autocreate:
                 return Verdict(201, NOT_FOUND)
-            entry = self.fktp[key] = FktpEntry(*key, autocreated=True)
+            entry = FktpEntry(*key, autocreated=True)
         refusal = _cancel_refusal(entry.cancelled, entry.served, opts)
         if refusal is not None:
             return refusal
+        if not record:
+            return Verdict(opts.fktp_ok_code, OK)
+        self.fktp[key] = entry
         entry.cancelled, entry.alasan = True, alasan
         self.applied["antreanfktp"][fktp_label(key)] += 1
         return Verdict(opts.fktp_ok_code, OK)
 
-    def add(self, kodebooking: str, data: dict[str, Any]) -> Verdict:
+    def add(self, kodebooking: str, data: dict[str, Any], record: bool = True) -> Verdict:
         if kodebooking in self.bookings:
             return Verdict(208, DUPLICATE_BOOKING)
-        self.bookings[kodebooking] = Booking(kodebooking, data=data)
+        if record:
+            self.bookings[kodebooking] = Booking(kodebooking, data=data)
         return Verdict(200, OK)
 
     def update_task(
-        self, kodebooking: str, taskid: int, waktu: int, opts: RuntimeOptions
+        self, kodebooking: str, taskid: int, waktu: int, opts: RuntimeOptions, record: bool = True
     ) -> Verdict:
         if taskid not in TASK_NAMES:
             return Verdict(201, f"TaskId={taskid} tidak valid")
@@ -134,12 +148,15 @@ class SimState:
         if booking is None:
             if not opts.dev_autocreate:
                 return Verdict(201, NOT_FOUND)
-            booking = self.bookings[kodebooking] = Booking(kodebooking, autocreated=True)
+            booking = Booking(kodebooking, autocreated=True)
         # A repeat is checked first so a resent task 99 gets 208 rather than the 99 refusal.
         if taskid in booking.tasks:
             return Verdict(208, f"TaskId={taskid} sudah ada")
         if ABSENT_TASK in booking.tasks:
             return Verdict(201, f"TaskId={taskid} tidak dapat diupdate, TaskId terakhir 99")
+        if not record:
+            return Verdict(200, OK)
+        self.bookings[kodebooking] = booking
         booking.tasks[taskid] = waktu
         return Verdict(200, OK)
 
@@ -181,6 +198,7 @@ class SimState:
             "batal_calls": {svc: dict(c) for svc, c in self.batal_calls.items()},
             "applied_cancellations": {svc: dict(c) for svc, c in self.applied.items()},
             "applied_cancellations_total": sum(c.total() for c in self.applied.values()),
+            "not_recorded": dict(self.not_recorded),
         }
 
 

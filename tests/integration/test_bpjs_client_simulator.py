@@ -215,19 +215,37 @@ async def test_reply_dropped_after_apply_then_retry_is_already_done_and_applied_
     assert applied(sim, service) == 1
 
 
+WRONG = {
+    "signature": (
+        BpjsCredentials.of(CREDS.cons_id, "not-the-secret", CREDS.user_key.get_secret_value()),
+        "Signature tidak sesuai",
+    ),
+    "user_key": (
+        BpjsCredentials.of(CREDS.cons_id, CREDS.secret_key.get_secret_value(), "not-the-key"),
+        "User key tidak valid",
+    ),
+    "cons_id": (
+        BpjsCredentials.of("77777", CREDS.secret_key.get_secret_value(), "x"),
+        "X-cons-id tidak terdaftar",
+    ),
+}
+
+
 @SERVICES
-async def test_a_wrong_secret_is_refused_as_bad_signature(
-    sim: BpjsSimulator, rs: BpjsClient, fktp: BpjsClient, service: str
+@pytest.mark.parametrize("kind", list(WRONG))
+async def test_each_kind_of_wrong_credentials_is_an_auth_error(
+    sim: BpjsSimulator, rs: BpjsClient, fktp: BpjsClient, service: str, kind: str
 ) -> None:
     seed(sim, service)
-    wrong = BpjsCredentials.of(CREDS.cons_id, "not-the-secret", CREDS.user_key.get_secret_value())
+    wrong, message = WRONG[kind]
     result = await cancel(service, rs, fktp, creds=wrong)
-    assert result.outcome.kind is OutcomeKind.REJECTED
-    assert (result.outcome.code, result.outcome.message) == (201, "Signature tidak sesuai")
+    assert result.outcome.kind is OutcomeKind.AUTH_ERROR
+    assert (result.http_status, result.outcome.code, result.outcome.message) == (200, 201, message)
+    assert not result.ok
     assert not is_cancelled(sim, service)
 
 
-async def test_a_timestamp_computed_in_wib_is_refused_when_skew_is_checked(
+async def test_a_timestamp_computed_in_wib_is_an_auth_error_when_skew_is_checked(
     sim: BpjsSimulator,
 ) -> None:
     sim.configure(max_clock_skew_s=300)
@@ -236,8 +254,123 @@ async def test_a_timestamp_computed_in_wib_is_refused_when_skew_is_checked(
     async with BpjsClient(sim.rs_url, clock=wib_clock) as skewed, BpjsClient(sim.rs_url) as good:
         refused = await skewed.cancel_rs(CREDS, BOOKING, REASON)
         accepted = await good.cancel_rs(CREDS, BOOKING, REASON)
-    assert (refused.outcome.kind, refused.outcome.code) == (OutcomeKind.REJECTED, 201)
+    assert (refused.outcome.kind, refused.outcome.code) == (OutcomeKind.AUTH_ERROR, 201)
+    assert refused.outcome.message == "Request expired, waktu tidak sesuai"
     assert accepted.outcome.kind is OutcomeKind.SUCCESS
+
+
+@SERVICES
+@pytest.mark.parametrize("status", [401, 403])
+async def test_an_http_401_or_403_gateway_refusal_is_an_auth_error(
+    sim: BpjsSimulator, rs: BpjsClient, fktp: BpjsClient, service: str, status: int
+) -> None:
+    seed(sim, service)
+    sim.configure(auth_failure_http_status=status)
+    result = await cancel(service, rs, fktp, creds=WRONG["user_key"][0])
+    assert (result.http_status, result.outcome.kind) == (status, OutcomeKind.AUTH_ERROR)
+    assert result.outcome.message == "User key tidak valid"
+    assert not is_cancelled(sim, service)
+
+
+async def test_simulator_messages_reworded_by_an_operator_are_caught_by_extra_patterns(
+    sim: BpjsSimulator,
+) -> None:
+    sim.configure(bad_signature_message="Kunci API ditolak")
+    sim.seed_booking(BOOKING)
+    wrong = WRONG["signature"][0]
+    extra = [r"kunci\s+api\s+ditolak"]
+    async with (
+        BpjsClient(sim.rs_url) as plain,
+        BpjsClient(sim.rs_url, auth_error_patterns=extra) as tuned,
+    ):
+        assert (await plain.cancel_rs(wrong, BOOKING, REASON)).outcome.kind is OutcomeKind.REJECTED
+        assert (
+            await tuned.cancel_rs(wrong, BOOKING, REASON)
+        ).outcome.kind is OutcomeKind.AUTH_ERROR
+        # Business refusals stay refusals for the tuned client.
+        result = await tuned.cancel_rs(CREDS, "UNKNOWN-1", REASON)
+    assert (result.outcome.kind, result.outcome.message) == (
+        OutcomeKind.REJECTED,
+        "Antrean Tidak Ditemukan",
+    )
+
+
+def test_an_invalid_extra_pattern_fails_when_the_client_is_made() -> None:
+    with pytest.raises(ValueError, match="auth error pattern"):
+        BpjsClient("http://127.0.0.1:9/antreanrs_dev", auth_error_patterns=["("])
+
+
+@SERVICES
+async def test_bpjs_rotating_the_key_makes_calls_auth_errors_until_rotated_back(
+    sim: BpjsSimulator, rs: BpjsClient, fktp: BpjsClient, service: str
+) -> None:
+    seed(sim, service)
+    sim.rotate_credentials(secret_key="rotated-at-bpjs")
+    refused = await cancel(service, rs, fktp)
+    assert (refused.outcome.kind, refused.outcome.message) == (
+        OutcomeKind.AUTH_ERROR,
+        "Signature tidak sesuai",
+    )
+    assert not is_cancelled(sim, service)
+    sim.restore_credentials()
+    accepted = await cancel(service, rs, fktp)
+    assert accepted.outcome.kind is OutcomeKind.SUCCESS
+    assert applied(sim, service) == 1
+
+
+async def test_the_new_key_works_after_a_rotation(sim: BpjsSimulator, rs: BpjsClient) -> None:
+    sim.seed_booking(BOOKING, tasks={3: 1_700_000_000_000})
+    sim.rotate_credentials(secret_key="rotated-at-bpjs", user_key="new-user-key")
+    new = BpjsCredentials.of(CREDS.cons_id, "rotated-at-bpjs", "new-user-key")
+    assert (await rs.get_list_task(CREDS, BOOKING)).outcome.kind is OutcomeKind.AUTH_ERROR
+    listed = await rs.get_list_task(new, BOOKING)
+    assert listed.outcome.kind is OutcomeKind.SUCCESS
+    assert [t["taskid"] for t in listed.data] == [3]
+
+
+async def test_not_recorded_cancel_and_task_99_are_ok_but_bpjs_keeps_neither(
+    sim: BpjsSimulator, rs: BpjsClient
+) -> None:
+    sim.seed_booking(BOOKING)
+    sim.set_fault("antreanrs:batal", "not_recorded", times=1)
+    sim.set_fault("antreanrs:updatewaktu", "not_recorded", times=1)
+    cancelled = await rs.cancel_rs(CREDS, BOOKING, REASON)
+    task99 = await rs.update_task(CREDS, BOOKING, 99, int(time.time() * 1000))
+    assert (cancelled.outcome.kind, cancelled.outcome.message) == (OutcomeKind.SUCCESS, "Ok")
+    assert task99.outcome.kind is OutcomeKind.SUCCESS
+    listed = await rs.get_list_task(CREDS, BOOKING)
+    assert listed.outcome.kind is OutcomeKind.SUCCESS
+    assert [t["taskid"] for t in listed.data] == []
+    assert not sim.booking(BOOKING)["cancelled"]
+    assert applied(sim, "antreanrs") == 0
+    # Sent again, both are recorded this time.
+    assert (await rs.update_task(CREDS, BOOKING, 99, int(time.time() * 1000))).ok
+    assert (await rs.cancel_rs(CREDS, BOOKING, REASON)).outcome.kind is OutcomeKind.SUCCESS
+    assert [t["taskid"] for t in (await rs.get_list_task(CREDS, BOOKING)).data] == [99]
+    assert applied(sim, "antreanrs") == 1
+
+
+async def test_get_list_task_of_an_unknown_booking_is_rejected(
+    sim: BpjsSimulator, rs: BpjsClient
+) -> None:
+    result = await rs.get_list_task(CREDS, "UNKNOWN-1")
+    assert (result.outcome.kind, result.outcome.message) == (
+        OutcomeKind.REJECTED,
+        "Antrean Tidak Ditemukan",
+    )
+    assert result.data is None
+
+
+@pytest.mark.parametrize("mode", ["http_500", "non_json", "drop_reply", "hang"])
+async def test_get_list_task_faults_are_retryable(
+    sim: BpjsSimulator, rs: BpjsClient, mode: str
+) -> None:
+    sim.seed_booking(BOOKING, tasks={99: 1_700_000_000_000})
+    sim.set_fault("antreanrs:getlisttask", mode, times=1)
+    failed = await rs.get_list_task(CREDS, BOOKING)
+    assert failed.outcome.kind is OutcomeKind.RETRYABLE and failed.data is None
+    again = await rs.get_list_task(CREDS, BOOKING)
+    assert [t["taskid"] for t in again.data] == [99]
 
 
 async def test_get_list_task_decrypts_with_the_requests_own_timestamp(

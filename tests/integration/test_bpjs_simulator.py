@@ -61,35 +61,119 @@ def rs_batal(sim: BpjsSimulator, body: Any, hdrs: dict[str, str] | None = None) 
 CANCEL = {"kodebooking": BOOKING, "keterangan": "Pasien tidak hadir"}
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"secret": "wrong-secret"},
-        {"user_key": "wrong-user-key"},
-        {"cons_id": "99999"},
-        {"timestamp": "not-a-number"},
-    ],
-    ids=["signature", "user_key", "cons_id", "timestamp"],
-)
-def test_bad_credentials_get_201_signature_tidak_sesuai(
-    sim: BpjsSimulator, bad: dict[str, str]
+AUTH_FAILURES = [
+    ({"secret": "wrong-secret"}, "Signature tidak sesuai"),
+    ({"user_key": "wrong-user-key"}, "User key tidak valid"),
+    ({"cons_id": "99999"}, "X-cons-id tidak terdaftar"),
+    ({"timestamp": "not-a-number"}, "Request expired, waktu tidak sesuai"),
+]
+AUTH_IDS = ["signature", "user_key", "cons_id", "timestamp"]
+
+
+@pytest.mark.parametrize(("bad", "message"), AUTH_FAILURES, ids=AUTH_IDS)
+def test_each_authentication_failure_gets_201_with_its_own_message(
+    sim: BpjsSimulator, bad: dict[str, str], message: str
 ) -> None:
     sim.seed_booking(BOOKING)
     response = rs_batal(sim, CANCEL, headers(**bad))
-    assert meta(response) == (201, "Signature tidak sesuai")
+    assert meta(response) == (201, message)
+    assert not sim.booking(BOOKING)["cancelled"]
+
+
+def test_a_timestamp_outside_the_allowed_skew_gets_the_timestamp_message(
+    sim: BpjsSimulator,
+) -> None:
+    sim.seed_booking(BOOKING)
+    sim.configure(max_clock_skew_s=60)
+    stale = headers(timestamp=str(int(time.time()) - 7 * 3600))
+    assert meta(rs_batal(sim, CANCEL, stale)) == (201, "Request expired, waktu tidak sesuai")
+    assert "clock skew" in sim.requests_log()[-1]["note"]
     assert not sim.booking(BOOKING)["cancelled"]
 
 
 def test_missing_auth_headers_are_refused(sim: BpjsSimulator) -> None:
     sim.seed_booking(BOOKING)
     response = rs_batal(sim, CANCEL, {"Content-Type": "application/json"})
-    assert meta(response) == (201, "Signature tidak sesuai")
+    assert meta(response) == (201, "X-cons-id tidak terdaftar")
 
 
-def test_bad_signature_message_is_configurable(sim: BpjsSimulator) -> None:
-    sim.configure(bad_signature_message="Authentication failed")
-    response = rs_batal(sim, CANCEL, headers(secret="wrong"))
+@pytest.mark.parametrize(
+    ("option", "bad"),
+    [
+        ("bad_signature_message", {"secret": "wrong"}),
+        ("bad_user_key_message", {"user_key": "wrong"}),
+        ("unknown_cons_id_message", {"cons_id": "42"}),
+        ("bad_timestamp_message", {"timestamp": "x"}),
+    ],
+)
+def test_each_authentication_message_is_configurable(
+    sim: BpjsSimulator, option: str, bad: dict[str, str]
+) -> None:
+    assert sim.configure(**{option: "Authentication failed"})[option] == "Authentication failed"
+    response = rs_batal(sim, CANCEL, headers(**bad))
     assert meta(response) == (201, "Authentication failed")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_authentication_failures_may_answer_an_http_error_with_a_json_body(
+    sim: BpjsSimulator, status: int
+) -> None:
+    sim.seed_booking(BOOKING)
+    sim.configure(auth_failure_http_status=status)
+    response = rs_batal(sim, CANCEL, headers(user_key="wrong"))
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"metadata": {"message": "User key tidak valid", "code": status}}
+    fktp = post(f"{sim.fktp_url}/antrean/batal", FKTP_BODY, headers(secret="wrong"))
+    assert fktp.status_code == status
+    assert fktp.json()["metaData"]["message"] == "Signature tidak sesuai"
+    # Good credentials are still answered HTTP 200, and null restores the BPJS behaviour.
+    assert meta(rs_batal(sim, CANCEL)) == (200, "Ok")
+    sim.configure(auth_failure_http_status=None)
+    assert meta(rs_batal(sim, CANCEL, headers(user_key="wrong")))[0] == 201
+
+
+def test_an_unsupported_auth_failure_status_is_refused(sim: BpjsSimulator) -> None:
+    assert sim.control.patch("/config", json={"auth_failure_http_status": 500}).status_code == 422
+
+
+def test_rotated_credentials_refuse_the_old_ones_until_restored(sim: BpjsSimulator) -> None:
+    sim.seed_booking(BOOKING, tasks={3: 1_700_000_000_000})
+    rotated = sim.rotate_credentials(secret_key="rotated-secret", user_key="rotated-user-key")
+    assert rotated == {"cons_id": CONS_ID, "rotated": True}
+    listtask = f"{sim.rs_url}/antrean/getlisttask"
+    assert meta(post(listtask, {"kodebooking": BOOKING})) == (201, "Signature tidak sesuai")
+    fresh = headers(secret="rotated-secret", user_key="rotated-user-key")
+    answer = post(listtask, {"kodebooking": BOOKING}, fresh)
+    assert meta(answer) == (200, "Ok")
+    # The reply is encrypted with the secret in force, so only the new key reads it.
+    tasks = decrypt_response(
+        CONS_ID, "rotated-secret", fresh["X-timestamp"], answer.json()["response"]
+    )
+    assert [t["taskid"] for t in tasks] == [3]
+    assert meta(rs_batal(sim, CANCEL, headers(secret="rotated-secret"))) == (
+        201,
+        "User key tidak valid",
+    )
+    assert sim.rotate_credentials(cons_id="20002")["cons_id"] == "20002"
+    assert meta(rs_batal(sim, CANCEL, fresh)) == (201, "X-cons-id tidak terdaftar")
+    assert sim.restore_credentials() == {"cons_id": CONS_ID, "rotated": False}
+    assert meta(rs_batal(sim, CANCEL)) == (200, "Ok")
+
+
+def test_rotated_credentials_are_never_shown_and_reset_restores_them(sim: BpjsSimulator) -> None:
+    sim.rotate_credentials(secret_key="rotated-secret-value", user_key="rotated-user-value")
+    config = sim.control.get("/config").json()
+    assert config["credentials_rotated"] is True
+    rs_batal(sim, CANCEL, headers(secret="rotated-secret-value", user_key="rotated-user-value"))
+    dumped = json.dumps([config, sim.requests_log()])
+    assert "rotated-secret-value" not in dumped and "rotated-user-value" not in dumped
+    assert sim.control.patch("/credentials", json={"secret_key": ""}).status_code == 422
+    assert sim.control.patch("/credentials", json={"password": "x"}).status_code == 422
+    sim.reset()
+    assert sim.control.get("/config").json()["credentials_rotated"] is False
+    sim.seed_booking(BOOKING)
+    assert meta(rs_batal(sim, CANCEL)) == (200, "Ok")
 
 
 def test_request_wrapper_is_refused_as_missing_fields(sim: BpjsSimulator) -> None:
@@ -247,3 +331,110 @@ def test_seeded_served_booking_has_task_5(sim: BpjsSimulator) -> None:
 
 def test_healthz(sim: BpjsSimulator) -> None:
     assert httpx.get(f"{sim.base_url}/healthz", timeout=5).status_code == 200
+
+
+def listtask(sim: BpjsSimulator, kodebooking: str = BOOKING) -> httpx.Response:
+    return post(f"{sim.rs_url}/antrean/getlisttask", {"kodebooking": kodebooking})
+
+
+def listed_tasks(response: httpx.Response) -> list[int]:
+    assert meta(response) == (200, "Ok")
+    ts = response.request.headers["X-timestamp"]
+    return [t["taskid"] for t in decrypt_response(CONS_ID, SECRET, ts, response.json()["response"])]
+
+
+def updatewaktu(sim: BpjsSimulator, taskid: int) -> httpx.Response:
+    body = {"kodebooking": BOOKING, "taskid": taskid, "waktu": int(time.time() * 1000)}
+    return post(f"{sim.rs_url}/antrean/updatewaktu", body)
+
+
+def test_getlisttask_lists_task_99_once_recorded(sim: BpjsSimulator) -> None:
+    sim.seed_booking(BOOKING, tasks={1: 1_700_000_000_000})
+    assert listed_tasks(listtask(sim)) == [1]
+    assert meta(rs_batal(sim, CANCEL)) == (200, "Ok")
+    assert meta(updatewaktu(sim, 99)) == (200, "Ok")
+    assert listed_tasks(listtask(sim)) == [1, 99]
+
+
+def test_getlisttask_of_an_unknown_booking_is_201_without_response(sim: BpjsSimulator) -> None:
+    sim.configure(dev_autocreate=True)  # reading never creates a booking, even in dev mode
+    response = listtask(sim, "UNKNOWN-1")
+    assert meta(response) == (201, "Antrean Tidak Ditemukan")
+    assert "response" not in response.json()
+    assert sim.booking("UNKNOWN-1") is None
+
+
+@pytest.mark.parametrize(("mode", "status"), [("http_500", 500), ("http_504", 504)])
+def test_getlisttask_honours_gateway_faults(sim: BpjsSimulator, mode: str, status: int) -> None:
+    sim.seed_booking(BOOKING, tasks={99: 1_700_000_000_000})
+    sim.set_fault("antreanrs:getlisttask", mode, times=1)
+    failed = listtask(sim)
+    assert failed.status_code == status and failed.text.lstrip().startswith("<html>")
+    assert listed_tasks(listtask(sim)) == [99]
+
+
+def test_getlisttask_honours_hang_and_drop_reply(sim: BpjsSimulator) -> None:
+    sim.seed_booking(BOOKING, tasks={99: 1_700_000_000_000})
+    sim.set_fault("antreanrs:getlisttask", "hang", times=1)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{sim.rs_url}/antrean/getlisttask",
+            json={"kodebooking": BOOKING},
+            headers=headers(),
+            timeout=httpx.Timeout(10, read=0.5),
+        )
+    sim.set_fault("antreanrs:getlisttask", "drop_reply", times=1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        listtask(sim)
+    assert listed_tasks(listtask(sim)) == [99]
+
+
+@pytest.mark.parametrize("route", ["antreanrs:batal", "antreanrs:*"])
+def test_not_recorded_answers_ok_but_keeps_neither_the_cancel_nor_task_99(
+    sim: BpjsSimulator, route: str
+) -> None:
+    sim.seed_booking(BOOKING, tasks={1: 1_700_000_000_000})
+    sim.set_fault(route, "not_recorded")
+    assert meta(rs_batal(sim, CANCEL)) == (200, "Ok")
+    if route == "antreanrs:*":
+        assert meta(updatewaktu(sim, 99)) == (200, "Ok")
+        assert meta(updatewaktu(sim, 99)) == (200, "Ok")  # not 208: the first was never kept
+    assert listed_tasks(listtask(sim)) == [1]
+    booking = sim.booking(BOOKING)
+    assert not booking["cancelled"] and booking["tasks"] == {"1": 1_700_000_000_000}
+    assert sim.applied_cancellations("antreanrs", BOOKING) == 0
+    [logged] = sim.requests_log("antreanrs:batal")
+    assert "not_recorded" in logged["note"] and "nothing recorded" in logged["note"]
+    assert logged["reply_status"] == 200 and '"code":200' in logged["reply_body"]
+    assert sim.stats()["not_recorded"]["antreanrs:batal"] == 1
+
+
+def test_not_recorded_for_the_next_call_only_then_calls_are_recorded(sim: BpjsSimulator) -> None:
+    sim.seed_booking(BOOKING)
+    sim.set_fault("antreanrs:updatewaktu", "not_recorded", times=1)
+    assert meta(updatewaktu(sim, 99)) == (200, "Ok")
+    assert listed_tasks(listtask(sim)) == []
+    assert meta(updatewaktu(sim, 99)) == (200, "Ok")
+    assert listed_tasks(listtask(sim)) == [99]
+
+
+def test_not_recorded_still_refuses_what_bpjs_would_refuse(sim: BpjsSimulator) -> None:
+    sim.seed_booking(BOOKING, served=True)
+    sim.set_fault("*", "not_recorded")
+    assert meta(rs_batal(sim, CANCEL)) == (
+        201,
+        "Pasien Sudah Dilayani, Antrean Tidak Dapat Dibatalkan",
+    )
+    assert meta(rs_batal(sim, CANCEL, headers(secret="wrong"))) == (201, "Signature tidak sesuai")
+    assert meta(post(f"{sim.fktp_url}/antrean/batal", FKTP_BODY)) == (
+        201,
+        "Antrean Tidak Ditemukan",
+    )
+
+
+def test_not_recorded_fktp_cancel_answers_ok_and_keeps_nothing(sim: BpjsSimulator) -> None:
+    sim.configure(dev_autocreate=True)
+    sim.set_fault("antreanfktp:batal", "not_recorded", probability=1.0)
+    assert meta(post(f"{sim.fktp_url}/antrean/batal", FKTP_BODY)) == (200, "Ok")
+    assert sim.state()["fktp"] == []
+    assert sim.stats()["applied_cancellations_total"] == 0
