@@ -1,56 +1,59 @@
-"""Retry policy and circuit breaker of the BPJS sync worker (pure, no I/O)."""
+"""Retry policy of a sync job (through the job's state machine) and the circuit breaker."""
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.bpjs_sync_worker.breaker import BreakerState, CircuitBreaker
-from services.bpjs_sync_worker.policy import RetryPolicy, Verdict, decide
 from shared.bpjs import OutcomeKind
+from shared.sync_job.machine import Call, Emit, Plan, RetryPolicy, Status, Step, fold, new_job
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 POLICY = RetryPolicy(first_phase_s=20, backoff_base_s=0.5, max_interval_s=1800, horizon_s=7 * 86400)
 
 
-def verdict(kind, *, age_s=0.0, warned=False, attempts=1):
-    created = NOW - timedelta(seconds=age_s)
-    return decide(
-        kind,
-        now=NOW,
-        attempts=attempts,
-        warned=warned,
-        first_phase_until=created + timedelta(seconds=20),
-        horizon_at=created + timedelta(days=7),
-        policy=POLICY,
-        rng=random.Random(1),
-    )
+def attempt(kind, *, age_s=0.0, warned=False, attempts=1):
+    """A one-call attempt (antreanfktp `batal`) ending at NOW; `attempts` includes this one."""
+    job = new_job(NOW - timedelta(seconds=age_s), POLICY, confirmable=False)
+    job = replace(job, status=Status.FAILED if warned else Status.PENDING, warned=warned,
+                  attempts=attempts - 1)  # fmt: skip
+    calls = [Call(Step.CANCEL, kind.value)]
+    return fold(job, calls, now=NOW, policy=POLICY, plan=Plan(), service="antreanfktp",
+                rng=random.Random(1))  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", [OutcomeKind.SUCCESS, OutcomeKind.ALREADY_DONE])
 def test_success_and_already_cancelled_both_count_as_synced(kind):
-    assert verdict(kind).verdict is Verdict.SYNCED
+    c = attempt(kind)
+    assert c.job.status is Status.SYNCED and c.emit == Emit("BpjsSynced")
 
 
 def test_refusal_is_final_at_once():
-    d = verdict(OutcomeKind.REJECTED, attempts=1)
-    assert d.verdict is Verdict.REJECTED and d.next_attempt_at is None
+    c = attempt(OutcomeKind.REJECTED, attempts=1)
+    assert c.job.status is Status.FAILED and not c.job.will_retry
+    assert c.emit == Emit("BpjsSyncFailed", will_retry=False, error_kind="rejected")
 
 
 def test_retryable_failure_in_first_phase_retries_quietly_before_the_phase_ends():
-    d = verdict(OutcomeKind.RETRYABLE, age_s=19.9, attempts=6)
-    assert d.verdict is Verdict.RETRY
-    assert d.next_attempt_at <= NOW + timedelta(seconds=0.1)
+    c = attempt(OutcomeKind.RETRYABLE, age_s=19.9, attempts=6)
+    assert c.job.status is Status.PENDING and c.job.will_retry and c.emit is None
+    assert c.job.next_attempt_at <= NOW + timedelta(seconds=0.1)
 
 
 def test_retryable_failure_after_first_phase_warns_once_then_retries_in_background():
-    assert verdict(OutcomeKind.RETRYABLE, age_s=21).verdict is Verdict.WARN_AND_RETRY
-    assert verdict(OutcomeKind.RETRYABLE, age_s=21, warned=True).verdict is Verdict.RETRY
+    warning = Emit("BpjsSyncFailed", will_retry=True, error_kind="unreachable")
+    assert attempt(OutcomeKind.RETRYABLE, age_s=21).emit == warning
+    quiet = attempt(OutcomeKind.RETRYABLE, age_s=21, warned=True)
+    assert quiet.emit is None and quiet.job.will_retry
+    assert NOW < quiet.job.next_attempt_at <= NOW + timedelta(seconds=POLICY.max_interval_s)
 
 
 def test_retryable_failure_at_the_horizon_gives_up():
-    d = verdict(OutcomeKind.RETRYABLE, age_s=7 * 86400 + 1, warned=True)
-    assert d.verdict is Verdict.GIVE_UP and d.next_attempt_at is None
+    c = attempt(OutcomeKind.RETRYABLE, age_s=7 * 86400 + 1, warned=True)
+    assert c.job.status is Status.FAILED and not c.job.will_retry
+    assert c.emit == Emit("BpjsSyncFailed", will_retry=False, error_kind="unreachable")
 
 
 def test_backoff_grows_exponentially_to_the_cap_with_jitter():
