@@ -1,12 +1,15 @@
 """Settings of the BPJS sync worker: BPJS, retry, breaker and pool (docs/CONFIGURATION.md)."""
 
+from __future__ import annotations
+
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from shared.bpjs import DEV_CREDENTIALS, BpjsCredentials
-from shared.config import BaseServiceSettings, is_https, secret_problem
+from shared.config import BaseServiceSettings, SettingsRefused, is_https, secret_problem
+from shared.sync_job.machine import RetryPolicy
 
 DEV_BPJS_SECRETS = (
     DEV_CREDENTIALS.secret_key.get_secret_value(),
@@ -17,6 +20,11 @@ SIMULATOR_BASES = {
     "antreanrs": "http://127.0.0.1:8090/antreanrs_dev",
     "antreanfktp": "http://127.0.0.1:8090/antreanfktp_dev",
 }
+
+
+# The client's write and pool-wait limits (shared.bpjs.client defaults), part of every call's
+# overall limit.
+CLIENT_FIXED_TIMEOUTS_S = 10.0
 
 
 class WorkerSettings(BaseServiceSettings):
@@ -36,6 +44,11 @@ class WorkerSettings(BaseServiceSettings):
     bpjs_connect_timeout_s: float = Field(5.0, alias="BPJS_CONNECT_TIMEOUT_S")
     bpjs_read_timeout_s: float = Field(10.0, alias="BPJS_READ_TIMEOUT_S")
     bpjs_send_task99: bool = Field(True, alias="BPJS_SEND_TASK99")
+    # antreanrs: after task 99, read BPJS's record (`getlisttask`) and call a cancellation
+    # synced only once task 99 shows there.
+    bpjs_readback: bool = Field(True, alias="BPJS_READBACK")
+    # Extra regular expressions for BPJS messages that refuse our credentials or clock.
+    bpjs_auth_error_patterns: list[str] = Field(default=[], alias="BPJS_AUTH_ERROR_PATTERNS")
     max_in_flight: int = Field(32, alias="SYNC_MAX_IN_FLIGHT", ge=1)
     rate_per_s: float = Field(100.0, alias="SYNC_RATE_PER_S", gt=0)
     first_phase_s: float = Field(20.0, alias="SYNC_FIRST_PHASE_S", gt=0)
@@ -43,6 +56,13 @@ class WorkerSettings(BaseServiceSettings):
     max_interval_s: float = Field(1800.0, alias="SYNC_MAX_INTERVAL_S", gt=0)
     horizon_s: float = Field(7 * 24 * 3600.0, alias="SYNC_HORIZON_S", gt=0)
     lease_s: float = Field(60.0, alias="SYNC_LEASE_S", gt=0)
+    # A BPJS cancellation still pending this long after the cancel with no job (its event was
+    # lost or dead-lettered) gets its job from the ticket row.
+    orphan_after_s: float = Field(120.0, alias="SYNC_ORPHAN_AFTER_S", gt=0)
+    # The daily reconciliation of a clinic's day starts this long after its midnight.
+    # The zone of clinics without their own (clinic_setting): their day for the reconciliation.
+    clinic_timezone: str = Field("Asia/Jakarta", alias="CLINIC_TIMEZONE")
+    reconcile_after_s: float = Field(1800.0, alias="SYNC_RECONCILE_AFTER_S", ge=0)
     breaker_threshold: int = Field(5, alias="BREAKER_THRESHOLD", ge=1)
     breaker_cooldown_s: float = Field(2.0, alias="BREAKER_COOLDOWN_S", gt=0)
     breaker_max_cooldown_s: float = Field(60.0, alias="BREAKER_MAX_COOLDOWN_S", gt=0)
@@ -51,6 +71,37 @@ class WorkerSettings(BaseServiceSettings):
     @property
     def base_url(self) -> str:
         return self.bpjs_base_url or SIMULATOR_BASES[self.bpjs_service]
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            self.first_phase_s, self.backoff_base_s, self.max_interval_s, self.horizon_s
+        )
+
+    @property
+    def call_limit_s(self) -> float:
+        """The longest one BPJS call may take (the client's overall limit per call)."""
+        return self.bpjs_connect_timeout_s + self.bpjs_read_timeout_s + CLIENT_FIXED_TIMEOUTS_S
+
+    @property
+    def rate_wait_s(self) -> float:
+        """The longest a call waits for the rate limit when every slot asks at once."""
+        return self.max_in_flight / self.rate_per_s
+
+    @model_validator(mode="after")
+    def _lease_holds(self) -> WorkerSettings:
+        # The heartbeat extends leases while calls run; the lease itself must still outlast
+        # two calls and a rate-limit wait, or one missed heartbeat lets a second worker send
+        # the same cancellation again.
+        needed = 2 * self.call_limit_s + self.rate_wait_s
+        if self.lease_s < needed:
+            raise SettingsRefused(
+                [
+                    f"SYNC_LEASE_S ({self.lease_s:g}) is shorter than twice the BPJS call limit"
+                    f" plus the rate wait ({needed:g} s: BPJS_CONNECT_TIMEOUT_S +"
+                    " BPJS_READ_TIMEOUT_S + 10 s per call, SYNC_MAX_IN_FLIGHT / SYNC_RATE_PER_S)"
+                ]
+            )
+        return self
 
     def credentials_default(self) -> BpjsCredentials:
         return BpjsCredentials(self.bpjs_cons_id, self.bpjs_secret_key, self.bpjs_user_key)

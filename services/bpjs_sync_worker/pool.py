@@ -1,4 +1,6 @@
-"""The bounded pool that works sync jobs: lease due jobs, call BPJS, store outcome and event."""
+"""The bounded pool that works sync jobs: claim due jobs with a lease (kept alive while their
+calls run), make the calls within the rate limit and the breaker, and store what the job's
+state machine (shared.sync_job.machine) decides."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Coroutine
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,22 +21,17 @@ from services.bpjs_sync_worker import jobs, results, verify
 from services.bpjs_sync_worker.breaker import CircuitBreaker
 from services.bpjs_sync_worker.config import WorkerSettings
 from services.bpjs_sync_worker.credentials import CredentialBook, NoCredentials
-from services.bpjs_sync_worker.policy import RetryPolicy, Verdict, decide
-from services.bpjs_sync_worker.syncer import AttemptResult, Syncer
+from services.bpjs_sync_worker.syncer import Syncer
 from services.bpjs_sync_worker.verify import Ticket
-from shared.bpjs import BpjsClient, BpjsCredentials, Outcome, OutcomeKind
-from shared.events import (
-    TOPIC_BPJS_SYNC_FAILED,
-    TOPIC_BPJS_SYNCED,
-    CloudEvent,
-)
+from shared.bpjs import BpjsClient, BpjsCredentials
+from shared.events import TOPIC_BPJS_SYNC_FAILED, TOPIC_BPJS_SYNCED
 from shared.logging import get_logger
+from shared.sync_job import machine, store
+from shared.sync_job.machine import Call, Change, Job, Plan, Progress, RetryPolicy
 
 log = get_logger(__name__)
 SWEEP_INTERVAL_S = 0.5
 WAKE_DEBOUNCE_S = 0.005
-NO_CREDENTIALS = "no_credentials"
-HELD = "BPJS sedang tidak dapat dihubungi (panggilan ditahan circuit breaker)"
 
 ATTEMPTS = Counter("bpjs_sync_attempts_total", "Sync attempts by outcome", ["outcome"])
 RESULTS = Counter("bpjs_sync_results_total", "Result events emitted", ["type", "error_kind"])
@@ -41,55 +39,64 @@ IN_FLIGHT = Gauge("bpjs_sync_in_flight", "Sync attempts in flight")
 PENDING = Gauge("bpjs_sync_jobs_pending", "Jobs not yet synced that will be retried")
 OLDEST = Gauge("bpjs_sync_oldest_pending_age_seconds", "Age of the oldest unsynced job")
 BREAKER = Gauge("bpjs_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open")
+HEARTBEATS = Counter("bpjs_sync_lease_extensions_total", "Leases extended while calls ran")
 
 
 class JobPool:
     def __init__(self, pool: asyncpg.Pool, client: BpjsClient, settings: WorkerSettings) -> None:
         self.db = pool
         self.settings = settings
-        self.syncer = Syncer(client, send_task99=settings.bpjs_send_task99)
+        self.service = settings.bpjs_service
+        self.syncer = Syncer(client)
         self.owner = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.policy = RetryPolicy(
-            settings.first_phase_s,
-            settings.backoff_base_s,
-            settings.max_interval_s,
-            settings.horizon_s,
-        )
+        self.policy = settings.retry_policy()
+        self.plan = Plan(send_task99=settings.bpjs_send_task99, readback=settings.bpjs_readback)
         self.breaker = CircuitBreaker(
             settings.breaker_threshold, settings.breaker_cooldown_s, settings.breaker_max_cooldown_s
         )
+        # One token per BPJS call (cancel, task 99, read-back), shared with the reconciliation.
         self.limiter = AsyncLimiter(settings.rate_per_s, 1.0)
         self.credentials = CredentialBook.load(
             settings.credentials_default(), settings.bpjs_credentials_file
         )
         self.wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], int] = {}  # task -> queue id (for heartbeats)
         self._listener: asyncpg.Connection | None = None
+        self._periodic: list[tuple[float, Any]] = []  # (interval, coroutine function)
         self.synced_topic = settings.topic(TOPIC_BPJS_SYNCED)
         self.failed_topic = settings.topic(TOPIC_BPJS_SYNC_FAILED)
 
+    def every(self, interval_s: float, work: Any) -> None:
+        """Run `work()` from the pool's loop at most every `interval_s` (sweepers)."""
+        self._periodic.append((interval_s, work))
+
     async def run(self) -> None:
-        """Until stop(): warn overdue jobs, start due ones within the limits, wait for a wake-up."""
+        """Until stop(): sweep, start due jobs within the limits, wait for a wake-up."""
         # The owner is WORKER_ID, else hostname:pid. That default is stable across restarts of a
         # container (its process is pid 1), and unique among live processes, so a restarted
         # replica frees what it held when it died instead of waiting for the leases to expire.
         async with self.db.acquire() as conn:
             freed = await jobs.release_own_leases(conn, self.owner)
         log.info("own_leases_released", count=freed, owner=self.owner)
-        last_sweep = 0.0
+        self.every(SWEEP_INTERVAL_S, self._sweep)
+        self.every(self.settings.lease_s / 3, self._heartbeat)
+        last = [0.0] * len(self._periodic)
         while not self._stopping.is_set():
-            try:
+            for i, (interval, work) in enumerate(self._periodic):
                 now = time.monotonic()
-                if now - last_sweep >= SWEEP_INTERVAL_S:  # not on every wake-up: it costs queries
-                    await self._listen()
-                    await self._warn_overdue()
-                    await self._gauges()
-                    last_sweep = now
+                if now - last[i] < interval:  # not on every wake-up: sweeps cost queries
+                    continue
+                last[i] = now
+                try:
+                    await work()
+                except Exception as exc:
+                    log.warning("pool_sweep_failed", work=work.__name__, error=repr(exc))
+                    self._listener = None
+            try:
                 await self._start_due()
             except Exception as exc:
                 log.warning("pool_cycle_failed", error=repr(exc))
-                self._listener = None
             try:
                 await asyncio.wait_for(self.wake.wait(), SWEEP_INTERVAL_S)
             except TimeoutError:
@@ -105,11 +112,24 @@ class JobPool:
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
+    async def _sweep(self) -> None:
+        await self._listen()
+        await self._warn_overdue()
+        await self._gauges()
+
     async def _listen(self) -> None:
         if self._listener is None or self._listener.is_closed():
             conn = await asyncpg.connect(self.settings.database_url.get_secret_value())
             await conn.add_listener("bpjs_job", lambda *_: self.wake.set())
             self._listener = conn
+
+    async def _heartbeat(self) -> None:
+        if not self._running:
+            return
+        async with self.db.acquire() as conn:
+            ids = list(self._running.values())
+            n = await jobs.extend_leases(conn, self.owner, ids, self.settings.lease_s)
+        HEARTBEATS.inc(n)
 
     async def _start_due(self) -> None:
         free = self.settings.max_in_flight - len(self._running)
@@ -121,158 +141,144 @@ class JobPool:
             claimed = await jobs.claim_due(conn, self.owner, allowed, self.settings.lease_s)
         for job in claimed:
             task = asyncio.create_task(self._plan(job))
-            self._running.add(task)
+            self._running[task] = job["queue_id"]
             task.add_done_callback(self._done)
+        IN_FLIGHT.set(len(self._running))
 
-    def _plan(self, job: asyncpg.Record) -> Coroutine[Any, Any, None]:
+    def _plan(self, row: asyncpg.Record) -> Coroutine[Any, Any, None]:
         """What to do with a claimed job, decided from its ticket row before anything is sent."""
-        ticket = Ticket.of(job, prefix="t_")
-        unfit = verify.unfit(ticket, job["clinic_id"])
-        if unfit:
-            return self._stop_unfit(job, unfit)
+        ticket = Ticket.of(row, prefix="t_")
+        problems = verify.unfit(ticket, row["clinic_id"])
+        if problems:
+            return self._stop_unfit(row, problems)
         try:
             creds = self.credentials.for_clinic(ticket.clinic_id)
         except NoCredentials:
-            return self._no_credentials(job)  # no call, so no breaker probe either
+            return self._no_credentials(row)  # no call, so no breaker probe either
         self.breaker.started()
-        return self._work(job, ticket, creds)
+        return self._work(row, ticket, creds)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        self._running.pop(task, None)
         IN_FLIGHT.set(len(self._running))
         self.wake.set()
 
-    async def _work(self, job: asyncpg.Record, ticket: Ticket, creds: BpjsCredentials) -> None:
-        IN_FLIGHT.set(len(self._running))
+    def _job(self, row: asyncpg.Record) -> Job:
+        # Whether BPJS's record can be read follows this deployment's settings.
+        return replace(Job.of(row), confirmable=self.plan.confirmable(self.service))
+
+    async def _work(self, row: asyncpg.Record, ticket: Ticket, creds: BpjsCredentials) -> None:
+        calls: list[Call] = []
         try:
-            async with self.limiter:
-                result = await self.syncer.attempt(
-                    job, ticket, creds, lambda: self._cancel_done(job)
+            job = self._job(row)
+            step = machine.next_step(job, self.plan, self.service)
+            while step is not None:
+                async with self.limiter:
+                    call = await self.syncer.call(step, ticket, creds)
+                calls.append(call)
+                went = machine.after_call(
+                    job, call, now=_now(), policy=self.policy, plan=self.plan, service=self.service
                 )
-            self.breaker.record(result.transport_healthy)
-            ATTEMPTS.labels(result.outcome.kind.value).inc()
-            await self._store(job, result)
+                if not isinstance(went, Progress):
+                    break
+                if went.store_cancel_done:
+                    async with self.db.acquire() as conn:
+                        await store.store_cancel_done(conn, row["queue_id"], self.owner)
+                job, step = went.job, went.next
+            self.breaker.record(not calls or machine.breaker_healthy(calls[-1].kind))
+            ATTEMPTS.labels(calls[-1].kind if calls else "nothing_to_send").inc()
+            await self._store(row, calls)
         except Exception as exc:
-            log.exception("sync_attempt_crashed", queue_id=job["queue_id"], error=repr(exc))
+            log.exception("sync_attempt_crashed", queue_id=row["queue_id"], error=repr(exc))
 
-    async def _no_credentials(self, job: asyncpg.Record) -> None:
-        """A clinic missing from the credentials file: a final failure, nothing sent to BPJS."""
-        log.warning("bpjs_no_credentials", queue_id=job["queue_id"], clinic_id=job["clinic_id"])
-        detail = f"Kredensial BPJS klinik {job['clinic_id']} tidak ada di BPJS_CREDENTIALS_FILE"
-        result = AttemptResult(
-            Outcome(OutcomeKind.REJECTED, None, "", detail),
-            cancel_done=bool(job["cancel_done"]),
-            task99_done=bool(job["task99_done"]),
-            transport_healthy=True,
-            error_kind=NO_CREDENTIALS,
+    async def _store(self, row: asyncpg.Record, calls: list[Call]) -> None:
+        """The attempt's end, decided again on the job as it is now (the warning sweeper may
+        have warned, an admin resolved it, while the calls ran)."""
+        async with self.db.acquire() as conn, conn.transaction():
+            current = await store.lock(conn, row["queue_id"], owner=self.owner)
+            if current is None:
+                log.info("sync_attempt_discarded", queue_id=row["queue_id"])
+                return
+            change = machine.fold(
+                self._job(current),
+                calls,
+                now=_now(),
+                policy=self.policy,
+                plan=self.plan,
+                service=self.service,
+            )
+            await self._apply(conn, current, change)
+        log.info(
+            "sync_attempt",
+            queue_id=row["queue_id"],
+            attempts=change.job.attempts,
+            status=change.job.status.value,
+            calls=[f"{c.step.value}:{c.kind}" for c in calls],
+            code=calls[-1].code if calls else None,
         )
-        try:
-            ATTEMPTS.labels(NO_CREDENTIALS).inc()
-            await self._store(job, result)
-        except Exception as exc:
-            log.exception("sync_attempt_crashed", queue_id=job["queue_id"], error=repr(exc))
 
-    async def _stop_unfit(self, job: asyncpg.Record, problems: list[str]) -> None:
-        """The ticket row does not confirm the job: no call, ever (see jobs.stop_unfit)."""
+    async def _apply(self, conn: asyncpg.Connection, row: Any, change: Change) -> None:
+        """Store `change` with the result event it emits, if any."""
+        event = None
+        if change.emit is not None:
+            topic = self.synced_topic if change.emit.type == "BpjsSynced" else self.failed_topic
+            event = (topic, results.build(row, change, _now()))
+        await store.apply(conn, row["queue_id"], change, result=event)
+        if event is not None:
+            RESULTS.labels(event[1].type, change.emit.error_kind or "").inc()  # type: ignore[union-attr]
+
+    async def _no_credentials(self, row: asyncpg.Record) -> None:
+        """A clinic missing from the credentials file: a final failure, nothing sent to BPJS."""
+        log.warning("bpjs_no_credentials", queue_id=row["queue_id"], clinic_id=row["clinic_id"])
+        detail = f"Kredensial BPJS klinik {row['clinic_id']} tidak ada di BPJS_CREDENTIALS_FILE"
+        try:
+            ATTEMPTS.labels(machine.ErrorKind.NO_CREDENTIALS.value).inc()
+            async with self.db.acquire() as conn, conn.transaction():
+                current = await store.lock(conn, row["queue_id"], owner=self.owner)
+                if current is not None:
+                    change = machine.no_credentials(self._job(current), detail, _now())
+                    await self._apply(conn, current, change)
+        except Exception as exc:
+            log.exception("sync_attempt_crashed", queue_id=row["queue_id"], error=repr(exc))
+
+    async def _stop_unfit(self, row: asyncpg.Record, problems: list[str]) -> None:
+        """The ticket row does not confirm the job: no call, ever."""
         verify.security_event(
             verify.EVENT_MISMATCH,
             stage="attempt",
-            queue_id=job["queue_id"],
-            event_clinic_id=job["clinic_id"],
-            ticket_clinic_id=job["t_clinic_id"],
-            event_id=str(job["cancel_event_id"]),
+            queue_id=row["queue_id"],
+            event_clinic_id=row["clinic_id"],
+            ticket_clinic_id=row["t_clinic_id"],
+            event_id=str(row["cancel_event_id"]),
             fields=problems,
         )
         try:
-            async with self.db.acquire() as conn:
-                error = "tiket tidak cocok dengan event: " + ", ".join(problems)
-                await jobs.stop_unfit(conn, job["queue_id"], self.owner, error)
+            async with self.db.acquire() as conn, conn.transaction():
+                current = await store.lock(conn, row["queue_id"], owner=self.owner)
+                if current is not None:
+                    error = "tiket tidak cocok dengan event: " + ", ".join(problems)
+                    await self._apply(conn, current, machine.unfit(self._job(current), error))
         except Exception as exc:
-            log.exception("sync_attempt_crashed", queue_id=job["queue_id"], error=repr(exc))
-
-    async def _cancel_done(self, job: asyncpg.Record) -> None:
-        async with self.db.acquire() as conn:
-            await jobs.mark_cancel_done(conn, job["queue_id"])
-
-    async def _store(self, job: asyncpg.Record, result: AttemptResult) -> None:
-        o = result.outcome
-        async with self.db.acquire() as conn, conn.transaction():
-            # Re-read under lock: the warning sweeper may have warned while the call ran.
-            current = await jobs.lock_leased(conn, job["queue_id"], self.owner)
-            if current is None:
-                log.info("sync_attempt_discarded", queue_id=job["queue_id"], outcome=o.kind.value)
-                return  # resolved by an admin meanwhile, or the lease expired and moved on
-            now = datetime.now(UTC)
-            attempts = current["attempts"] + 1
-            warned = bool(current["warned"])
-            d = decide(
-                o.kind,
-                now=now,
-                attempts=attempts,
-                warned=warned,
-                first_phase_until=current["first_phase_until"],
-                horizon_at=current["horizon_at"],
-                policy=self.policy,
-            )
-            event: tuple[str, CloudEvent] | None = None
-            status, will_retry = ("failed" if warned else "pending"), True
-            if d.verdict is Verdict.SYNCED:
-                status, will_retry = "synced", False
-                event = (self.synced_topic, results.synced(current, attempts, o, now))
-            elif d.verdict is Verdict.WARN_AND_RETRY:
-                status, warned = "failed", True
-                event = (
-                    self.failed_topic,
-                    results.failed(current, attempts, "unreachable", o, True, now),
-                )
-            elif d.verdict is not Verdict.RETRY:
-                status, will_retry, warned = "failed", False, True
-                kind = "rejected" if d.verdict is Verdict.REJECTED else "unreachable"
-                kind = result.error_kind or kind
-                event = (self.failed_topic, results.failed(current, attempts, kind, o, False, now))
-            synced = status == "synced"
-            await jobs.save_attempt(
-                conn,
-                job["queue_id"],
-                status=status,
-                will_retry=will_retry,
-                warned=warned,
-                next_attempt_at=d.next_attempt_at,
-                error=None if synced else o.detail or o.message,
-                error_kind=None if synced else result.error_kind or o.kind.value,
-                bpjs_code=o.code,
-                bpjs_message=o.message or None,
-                task99_done=result.task99_done,
-                result=event,
-            )
-        if event is not None:
-            RESULTS.labels(event[1].type, event[1].data.get("error_kind", "")).inc()
-        log.info(
-            "sync_attempt",
-            queue_id=job["queue_id"],
-            attempts=attempts,
-            outcome=o.kind.value,
-            verdict=d.verdict.value,
-            code=o.code,
-        )
+            log.exception("sync_attempt_crashed", queue_id=row["queue_id"], error=repr(exc))
 
     async def _warn_overdue(self) -> None:
         """Warnings go out on time even while the breaker holds every call."""
-        now = datetime.now(UTC)
+        now = _now()
         async with self.db.acquire() as conn, conn.transaction():
-            for job in await jobs.warn_overdue(conn):
-                outcome = Outcome(
-                    OutcomeKind.RETRYABLE,
-                    job["last_bpjs_code"],
-                    job["last_bpjs_message"] or "",
-                    job["last_error"] or HELD,
-                )
-                event = results.failed(job, job["attempts"], "unreachable", outcome, True, now)
-                await jobs.mark_warned(conn, job["queue_id"], self.failed_topic, event)
-                RESULTS.labels("BpjsSyncFailed", "unreachable").inc()
+            for row in await store.overdue(conn):
+                change = machine.deadline(Job.of(row), now)
+                if change is not None:
+                    await self._apply(conn, row, change)
 
     async def _gauges(self) -> None:
         async with self.db.acquire() as conn:
             s = await jobs.stats(conn)
         PENDING.set(s["pending"])
         OLDEST.set(s["oldest_s"])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = ["JobPool", "RetryPolicy"]

@@ -1,14 +1,17 @@
-"""The result events of a sync job (BpjsSynced, BpjsSyncFailed), built from the job row."""
+"""The result events of a sync job (BpjsSynced, BpjsSyncFailed), built from the job row and the
+change the state machine decided."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from shared.bpjs import Outcome
 from shared.events import BpjsSyncedData, BpjsSyncFailedData, CancelledBy, CloudEvent, new_event
+from shared.sync_job.machine import Change
 
 SOURCE = "/antrean/bpjs-sync-worker"
+# A warning that went out while no call could be made (the breaker held them all).
+HELD = "BPJS sedang tidak dapat dihubungi (panggilan ditahan circuit breaker)"
 
 
 def _ids(job: Any) -> dict[str, Any]:
@@ -22,28 +25,30 @@ def _ids(job: Any) -> dict[str, Any]:
     }
 
 
-def synced(job: Any, attempts: int, o: Outcome, now: datetime) -> CloudEvent:
-    data = BpjsSyncedData(
-        **_ids(job),
-        attempts=attempts,
-        bpjs_code=o.code,
-        bpjs_message=o.message or None,
-        synced_at=now,
-        recovered=bool(job["warned"]),
-    )
-    return new_event(data, source=SOURCE)
-
-
-def failed(
-    job: Any, attempts: int, kind: str, outcome: Outcome, will_retry: bool, now: datetime
-) -> CloudEvent:
-    data = BpjsSyncFailedData(
-        **_ids(job),
-        attempts=attempts,
-        error_kind=kind,
-        bpjs_code=outcome.code,
-        error=outcome.detail or outcome.message or "BPJS tidak dapat dihubungi",
-        will_retry=will_retry,
-        failed_at=now,
-    )
+def build(job: Any, change: Change, now: datetime) -> CloudEvent:
+    """The event `change.emit` names, for the job row `job` (as it was before the change)."""
+    assert change.emit is not None
+    call = change.attempt
+    code = call.code if call is not None else job["last_bpjs_code"]
+    message = (call.message if call is not None else job["last_bpjs_message"]) or None
+    data: BpjsSyncedData | BpjsSyncFailedData
+    if change.emit.type == "BpjsSynced":
+        data = BpjsSyncedData(
+            **_ids(job),
+            attempts=change.job.attempts,
+            bpjs_code=code,
+            bpjs_message=message,
+            synced_at=now,
+            recovered=change.emit.recovered,
+        )
+    else:
+        data = BpjsSyncFailedData(
+            **_ids(job),
+            attempts=change.job.attempts,
+            error_kind=change.emit.error_kind,
+            bpjs_code=code,
+            error=change.error or job["last_error"] or HELD,
+            will_retry=change.emit.will_retry,
+            failed_at=now,
+        )
     return new_event(data, source=SOURCE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from services.bpjs_sync_worker import jobs, verify
 from services.bpjs_sync_worker.config import WorkerSettings
 from services.bpjs_sync_worker.pool import JobPool
+from services.bpjs_sync_worker.sweepers import Sweepers
 from shared.bpjs import BpjsClient
 from shared.db import create_pool
 from shared.events import (
@@ -33,6 +35,7 @@ from shared.events.envelope import UnknownEventError
 from shared.kafka import KafkaConfig, ensure_topics, kafka_reachable
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
+from shared.sync_job import machine, store
 
 log = get_logger(__name__)
 # handling: recorded, duplicate, not_bpjs, or the dead-letter reason (verify.py)
@@ -49,8 +52,10 @@ class Runtime:
     relay: OutboxRelay | None = None
     relay_task: asyncio.Task[None] | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         self.started = asyncio.Event()
+        self.policy = settings.retry_policy()
+        self.plan = machine.Plan(settings.bpjs_send_task99, settings.bpjs_readback)
 
 
 def create_worker(settings: WorkerSettings) -> faust.App:
@@ -77,7 +82,7 @@ def create_worker(settings: WorkerSettings) -> faust.App:
         broker_heartbeat_interval=3,
         datadir=f"/tmp/faust-{settings.consumer_group}",  # noqa: S108 - memory store only
     )
-    rt = Runtime()
+    rt = Runtime(settings)
     topic = app.topic(settings.topic(TOPIC_QUEUE_CANCELLED), value_type=bytes, key_type=bytes)
 
     @app.agent(topic, concurrency=1)
@@ -97,8 +102,10 @@ def create_worker(settings: WorkerSettings) -> faust.App:
             connect_timeout=settings.bpjs_connect_timeout_s,
             read_timeout=settings.bpjs_read_timeout_s,
             max_connections=settings.max_in_flight,
+            auth_error_patterns=settings.bpjs_auth_error_patterns,
         )
         rt.pool = JobPool(rt.db, rt.client, settings)
+        Sweepers(rt.pool).register()
         rt.task = asyncio.create_task(rt.pool.run())
         # Result events leave through the outbox; this relay (and the API's) publishes them.
         # Only the worker's own topics: its principal may not write queue-cancelled.
@@ -218,14 +225,10 @@ async def _record(rt: Runtime, settings: WorkerSettings, message: Any) -> None:
                 detail = f"{reason}: " + (", ".join(problems) if problems else "no such ticket")
                 await _dead_letter(rt, settings, message, reason, detail, conn=conn)
                 return
-            created = await jobs.record_job(
-                conn,
-                cloud,
-                data,
-                service=settings.bpjs_service,
-                first_phase_s=settings.first_phase_s,
-                horizon_s=settings.horizon_s,
+            job = machine.new_job(
+                datetime.now(UTC), rt.policy, confirmable=rt.plan.confirmable(settings.bpjs_service)
             )
+            created = await store.insert(conn, data, cloud.id, job, service=settings.bpjs_service)
     except asyncpg.DataError as exc:
         # Text PostgreSQL cannot store (e.g. NUL): retrying would block the partition forever.
         await _dead_letter(rt, settings, message, verify.INVALID, f"not storable: {exc}"[:300])

@@ -23,6 +23,9 @@ class CancelApiSettings(ServedSettings):
     max_body_bytes: int = Field(16 * 1024, alias="MAX_BODY_BYTES")
     # Verified tokens are remembered this long (never past their exp); 0 verifies every request.
     auth_token_cache_s: float = Field(30.0, ge=0, alias="AUTH_TOKEN_CACHE_S")
+    # A job the admin endpoints create (the worker has none yet) gets the worker's timeline.
+    sync_first_phase_s: float = Field(20.0, alias="SYNC_FIRST_PHASE_S", gt=0)
+    sync_horizon_s: float = Field(7 * 24 * 3600.0, alias="SYNC_HORIZON_S", gt=0)
     idempotency_retention_hours: int = Field(48, alias="IDEMPOTENCY_RETENTION_HOURS")
     ops_port: int = Field(8010, alias="OPS_PORT")
     # /docs and /openapi.json: on in dev/test, off in production unless turned on here.

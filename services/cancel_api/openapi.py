@@ -50,7 +50,7 @@ _DESCRIPTIONS = {
     403: "`forbidden`: the token lacks the permission.",
     404: "`queue_not_found` or `sync_not_found`: nothing with this id in the caller's clinic.",
     409: "The current state refuses the action (`queue_not_waiting`, `queue_already_cancelled`,"
-    " `invalid_transition`, `sync_already_done`, `sync_not_recorded_yet`).",
+    " `invalid_transition`).",
     413: "`payload_too_large`: the body is over the size limit.",
     415: "`unsupported_media_type`: a body that is not `application/json`.",
     422: "`invalid_request` (or `idempotency_key_reused`): a malformed parameter or body.",

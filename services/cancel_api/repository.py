@@ -51,7 +51,7 @@ _CANCEL_SQL = f"""
 with upd as (
     update queue_ticket set status = 'cancelled', cancelled_at = $10, updated_at = $10,
         cancelled_by_id = $3, cancelled_by_name = $4, reason_code = $5, reason_text = $6,
-        bpjs_sync = $7
+        bpjs_sync = $7, cancel_event_id = $15::uuid
     where id = $1 and clinic_id = $2 and status = 'waiting'
         and room_id = $11 and ticket_number = $12 and payer = $13
         and bpjs is not distinct from $14::jsonb

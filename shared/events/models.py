@@ -59,10 +59,12 @@ class BpjsSyncFailedData(_Wire):
     cancelled_by: CancelledBy
     cancel_event_id: str
     attempts: int
-    # rejected: BPJS refused; unreachable: BPJS not answering; no_credentials: the clinic is
-    # missing from BPJS_CREDENTIALS_FILE, nothing was sent. Readers refuse a value they do not
-    # know, so a new value needs readers deployed first (docs/EVENTS.md).
-    error_kind: Literal["rejected", "unreachable", "no_credentials"]
+    # rejected: BPJS refused; unreachable: BPJS not answering; auth_error: BPJS refused our
+    # credentials or clock (retried); not_recorded: BPJS said yes but its record read back does
+    # not show it (retried); no_credentials: the clinic is missing from BPJS_CREDENTIALS_FILE,
+    # nothing was sent. Readers refuse a value they do not know, so a new value needs readers
+    # deployed first (docs/EVENTS.md).
+    error_kind: Literal["rejected", "unreachable", "auth_error", "not_recorded", "no_credentials"]
     bpjs_code: int | None
     error: str
     will_retry: bool

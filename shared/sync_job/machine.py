@@ -179,7 +179,10 @@ def new_job(now: datetime, policy: RetryPolicy, *, confirmable: bool) -> Job:
 
 
 def next_step(job: Job, plan: Plan, service: str) -> Step | None:
-    """The next call of an attempt, or None when nothing is left to send or read."""
+    """The next call of an attempt, or None when nothing is left to send or read (or the job is
+    finished: a job resolved before it existed never calls BPJS)."""
+    if job.status in FINISHED:
+        return None
     if not job.cancel_done and not job.refused_after_loss:
         return Step.CANCEL
     if plan.send_task99 and service == "antreanrs" and not job.task99_done:
@@ -206,6 +209,7 @@ def after_call(
     rng: random.Random | None = None,
 ) -> Progress | Change:
     """The job after one call of an attempt: go on with the next call, or end the attempt."""
+    _not_finished(job)
     ok = call.kind in (SUCCESS, ALREADY_DONE)
     if call.kind == AUTH:
         return _failure(job, call, ErrorKind.AUTH_ERROR, now, policy, rng)
@@ -252,6 +256,7 @@ def fold(
     rng: random.Random | None = None,
 ) -> Change:
     """The attempt's end from the job as it is now (re-read under lock) and the calls made."""
+    _not_finished(job)
     current: Job | Change = job
     for call in calls:
         if isinstance(current, Change):
@@ -262,8 +267,11 @@ def fold(
         current = step.job if isinstance(step, Progress) else step
     if isinstance(current, Change):
         return current
-    # Every call succeeded and nothing is left (e.g. the job needed no call at all).
-    return _synced(current, None)
+    if next_step(current, plan, service) is None:
+        # Every call succeeded and nothing is left (e.g. the job needed no call at all).
+        return _synced(current, None)
+    # The attempt stopped between calls (shutdown): keep what was done, go on at once.
+    return Change(replace(current, next_attempt_at=now), release_lease=True)
 
 
 def _go_on(
@@ -322,12 +330,14 @@ def _error(call: Call) -> str:
 
 def no_credentials(job: Job, detail: str, now: datetime) -> Change:
     """The clinic has no BPJS credentials: a final failure, nothing was sent."""
+    _not_finished(job)
     return _final(job, Call(Step.CANCEL, REJECTED, detail=detail), ErrorKind.NO_CREDENTIALS, now)
 
 
 def unfit(job: Job, error: str) -> Change:
     """The ticket row does not confirm the job: it ends without a call, an event or a change
     to the ticket (only a job recorded before events were verified can get here)."""
+    _not_finished(job)
     done = replace(job, status=Status.FAILED, will_retry=False,
                    last_error_kind=ErrorKind.EVENT_MISMATCH.value)  # fmt: skip
     return Change(done, error=error, release_lease=True)
@@ -396,7 +406,7 @@ def report_state(job: Job | None, ticket_sync: str | None) -> str:
     if ticket_sync == Status.RESOLVED or (job is not None and job.status is Status.RESOLVED):
         return "resolved_manually"
     if job is None:
-        return "pending"
+        return {"synced": "not_confirmable", "failed": "failed"}.get(ticket_sync or "", "pending")
     if job.status is Status.SYNCED:
         if not job.confirmable:
             return "not_confirmable"
@@ -406,6 +416,13 @@ def report_state(job: Job | None, ticket_sync: str | None) -> str:
     if job.status is Status.FAILED:
         return "failed"
     return "pending"
+
+
+def _not_finished(job: Job) -> None:
+    """Worker outcomes never move a synced or resolved job (the store's lock already skips
+    them; this keeps the machine right on its own)."""
+    if job.status in FINISHED:
+        raise InvalidTransition(_finished_text(job))
 
 
 def _finished_text(job: Job) -> str:

@@ -61,7 +61,7 @@ async def test_admin_lists_retries_and_resolves_unsynced_cancellations(
     await conn.close()
     assert audit["actor_name"] == "Admin" and audit["note"] == "Dibatalkan manual di portal BPJS"
     r = await api.client.post(f"/bpjs_sync/{b['id']}/retry", headers=admin)
-    assert r.status_code == 409 and r.json()["code"] == "sync_already_done"
+    assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
     resolved = await api.client.get(
         "/bpjs_sync", params={"status": "resolved_manually"}, headers=admin
     )

@@ -255,7 +255,9 @@ async def test_each_clinic_signs_with_its_own_credentials_and_one_missing_from_t
     assert ok.payload().queue_id == made["A"]
     by_queue = {e.payload().queue_id: e.payload() for _, e in failed}
     refused, missing = by_queue[made["B"]], by_queue[made["C"]]
-    assert refused.error_kind == "rejected" and "Signature" in refused.error
+    # A refused signature is a credentials problem: warned after the first phase, retried.
+    assert refused.error_kind == "auth_error" and "Signature" in refused.error
+    assert refused.will_retry is True
     assert (missing.error_kind, missing.will_retry, missing.bpjs_code) == (
         "no_credentials",
         False,

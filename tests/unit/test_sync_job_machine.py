@@ -272,11 +272,6 @@ def test_every_state_against_every_input(state, inp, expected):
         assert c.job.attempts == j.attempts and c.attempt is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="machine.py: after_call/fold/no_credentials/unfit never look at the status: a synced "
-    "or resolved job is synced again (with BpjsSynced) or failed; only store.lock(owner=) guards",
-)
 @pytest.mark.parametrize("state", FINISHED)
 @pytest.mark.parametrize("inp", WORKER_INPUTS)
 def test_worker_outcomes_never_move_a_finished_job(state, inp):
@@ -291,10 +286,6 @@ def test_worker_outcomes_never_move_a_finished_job(state, inp):
     assert (c.job.status, c.emit, c.ticket_sync) == (j.status, None, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="machine.py: next_step ignores the status: a job created resolved gets batal",
-)
 @pytest.mark.parametrize("service", [RS, FKTP])
 def test_a_job_resolved_before_it_existed_has_no_call_to_make(service):
     created_resolved = replace(new_job(NOW, POLICY, confirmable=service == RS), status=RES,
@@ -686,10 +677,6 @@ def test_fold_without_calls_syncs_a_job_with_nothing_left_to_send(service, flags
     assert run(j, service=service).emit == synced(False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="machine.py: fold ends in _synced without checking that next_step(job) is None",
-)
 @pytest.mark.parametrize(
     ("service", "flags", "calls"),
     [(FKTP, {}, []), (RS, {"confirmable": True}, []),

@@ -1,5 +1,8 @@
-"""BPJS sync administration (permission `manage bpjs sync`): list, retry and resolve by hand."""
+"""BPJS sync administration (permission `manage bpjs sync`): list, retry and resolve by hand;
+the job's state machine (shared.sync_job) decides what an action may do."""
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -12,6 +15,8 @@ from services.cancel_api.openapi import QueueIdValue, json_body, problems
 from services.cancel_api.repository import COLUMNS, audit
 from services.cancel_api.schemas import ResolveRequest, queue_out
 from shared.auth import Principal
+from shared.sync_job import machine, store
+from shared.sync_job.machine import Job
 
 SYNC_FILTERS = {
     "unsynced": ("pending", "failed"),
@@ -79,52 +84,68 @@ async def list_sync(
     return {"items": [_item(r) for r in rows]}
 
 
-async def _locked(conn: asyncpg.Connection, who: Principal, queue_id: int) -> asyncpg.Record:
-    row = await conn.fetchrow(
-        "select t.status, t.bpjs_sync, j.queue_id as job from queue_ticket t"
-        " left join bpjs_sync_job j on j.queue_id = t.id"
-        " where t.id = $1 and t.clinic_id = $2 and t.bpjs_sync is not null for update of t",
+async def _job(ctx: Any, conn: asyncpg.Connection, who: Principal, queue_id: int) -> Job:
+    """The ticket's sync job, locked; created from the ticket row when it has none yet (its
+    event is still on its way, or was lost): an admin's action never waits for the worker."""
+    ticket = await conn.fetchval(
+        "select bpjs_sync from queue_ticket where id = $1 and clinic_id = $2"
+        " and bpjs_sync is not null for update",
         queue_id,
         who.clinic_id,
     )
-    if row is None:
+    if ticket is None:
         raise Problem(
             404, "sync_not_found", f"Tidak ada sinkronisasi BPJS untuk antrean {queue_id}."
         )
-    if row["bpjs_sync"] in ("synced", "resolved_manually"):
-        raise Problem(
-            409,
-            "sync_already_done",
-            f"Sinkronisasi BPJS antrean {queue_id} sudah {row['bpjs_sync']}.",
-        )
-    return row
+    row = await store.lock(conn, queue_id, clinic_id=who.clinic_id)
+    if row is None:
+        found = await store.event_of_ticket(conn, queue_id, who.clinic_id)
+        if found is None:
+            raise Problem(
+                404, "sync_not_found", f"Tidak ada sinkronisasi BPJS untuk antrean {queue_id}."
+            )
+        event_id, data = found
+        service = ctx.settings.bpjs_service
+        # Whether it can be confirmed follows the worker's settings; it sets it at each attempt.
+        new = machine.new_job(_now(), _policy(ctx), confirmable=service == "antreanrs")
+        if ticket in ("synced", "resolved_manually"):  # finished before jobs were recorded
+            new = replace(new, status=machine.Status(ticket), will_retry=False)
+        await store.insert(conn, data, event_id, new, service=service, origin="admin")
+        row = await store.lock(conn, queue_id, clinic_id=who.clinic_id)
+        assert row is not None
+    return Job.of(row)
+
+
+def _policy(ctx: Any) -> machine.RetryPolicy:
+    s = ctx.settings
+    return machine.RetryPolicy(first_phase_s=s.sync_first_phase_s, horizon_s=s.sync_horizon_s)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _refused(exc: machine.InvalidTransition) -> Problem:
+    return Problem(409, "invalid_transition", exc.message)
 
 
 @router.post("/bpjs_sync/{queue_id}/retry", status_code=202, responses=problems(404, 409))
 async def retry(ctx: Ctx, queue_id: QueueId, request: Request, who: SyncAdmin) -> Any:
 
     async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await _locked(conn, who, queue_id)
-        if row["job"] is None:
-            raise Problem(
-                409,
-                "sync_not_recorded_yet",
-                "Pekerja sinkronisasi belum menerima pembatalan ini; coba lagi sebentar.",
-            )
-        # An immediate attempt; a final failure gets a fresh retry horizon.
-        await conn.execute(
-            "update bpjs_sync_job set next_attempt_at = now(), will_retry = true,"
-            " horizon_at = greatest(horizon_at, now() + (horizon_at - created_at)),"
-            " finished_at = null, updated_at = now() where queue_id = $1",
-            queue_id,
-        )
+        job = await _job(ctx, conn, who, queue_id)
+        try:
+            change = machine.admin_retry(job, _now(), _policy(ctx))
+        except machine.InvalidTransition as exc:
+            raise _refused(exc) from None
+        await store.apply(conn, queue_id, change)
         await audit(
             conn,
             who,
             queue_id=queue_id,
             action="bpjs_retry",
-            from_status=row["bpjs_sync"],
-            to_status=row["bpjs_sync"],
+            from_status=job.status.value,
+            to_status=change.job.status.value,
             request_id=request.state.request_id,
         )
     return {
@@ -143,28 +164,22 @@ async def resolve(ctx: Ctx, queue_id: QueueId, request: Request, who: SyncAdmin)
 
     body = await read_json_body(request, ResolveRequest, optional=False)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await _locked(conn, who, queue_id)
+        job = await _job(ctx, conn, who, queue_id)
+        try:
+            change = machine.admin_resolve(job)
+        except machine.InvalidTransition as exc:
+            raise _refused(exc) from None
+        await store.apply(conn, queue_id, change, resolved_by=(who.user_id, who.name, body.note))
         ticket = await conn.fetchrow(
-            "update queue_ticket set bpjs_sync = 'resolved_manually', updated_at = now()"
-            f" where id = $1 returning {COLUMNS}",
+            f"select {COLUMNS} from queue_ticket where id = $1",
             queue_id,
-        )
-        await conn.execute(
-            "update bpjs_sync_job set status = 'resolved_manually', will_retry = false,"
-            " resolved_by_id = $2, resolved_by_name = $3, resolved_note = $4,"
-            " resolved_at = now(), finished_at = now(), updated_at = now(),"
-            " lease_owner = null, lease_until = null where queue_id = $1",
-            queue_id,
-            who.user_id,
-            who.name,
-            body.note,
         )
         await audit(
             conn,
             who,
             queue_id=queue_id,
             action="bpjs_resolve",
-            from_status=row["bpjs_sync"],
+            from_status=job.status.value,
             to_status="resolved_manually",
             note=body.note,
             request_id=request.state.request_id,
