@@ -22,11 +22,6 @@ SIMULATOR_BASES = {
 }
 
 
-# The client's write and pool-wait limits (shared.bpjs.client defaults), part of every call's
-# overall limit.
-CLIENT_FIXED_TIMEOUTS_S = 10.0
-
-
 class WorkerSettings(BaseServiceSettings):
     uses_auth: ClassVar[bool] = False  # verifies no staff tokens: no AUTH_* needed or checked
 
@@ -79,8 +74,8 @@ class WorkerSettings(BaseServiceSettings):
 
     @property
     def call_limit_s(self) -> float:
-        """The longest one BPJS call may take (the client's overall limit per call)."""
-        return self.bpjs_connect_timeout_s + self.bpjs_read_timeout_s + CLIENT_FIXED_TIMEOUTS_S
+        """How long one BPJS call may keep BPJS silent: its connect and read timeouts."""
+        return self.bpjs_connect_timeout_s + self.bpjs_read_timeout_s
 
     @property
     def rate_wait_s(self) -> float:
@@ -98,7 +93,7 @@ class WorkerSettings(BaseServiceSettings):
                 [
                     f"SYNC_LEASE_S ({self.lease_s:g}) is shorter than twice the BPJS call limit"
                     f" plus the rate wait ({needed:g} s: BPJS_CONNECT_TIMEOUT_S +"
-                    " BPJS_READ_TIMEOUT_S + 10 s per call, SYNC_MAX_IN_FLIGHT / SYNC_RATE_PER_S)"
+                    " BPJS_READ_TIMEOUT_S per call, SYNC_MAX_IN_FLIGHT / SYNC_RATE_PER_S)"
                 ]
             )
         return self

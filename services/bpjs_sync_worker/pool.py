@@ -55,7 +55,9 @@ class JobPool:
             settings.breaker_threshold, settings.breaker_cooldown_s, settings.breaker_max_cooldown_s
         )
         # One token per BPJS call (cancel, task 99, read-back), shared with the reconciliation.
-        self.limiter = AsyncLimiter(settings.rate_per_s, 1.0)
+        rate = settings.rate_per_s
+        # aiolimiter hands out at most `max_rate` per period: under 1/s, one per 1/rate s.
+        self.limiter = AsyncLimiter(rate, 1.0) if rate >= 1 else AsyncLimiter(1, 1 / rate)
         self.credentials = CredentialBook.load(
             settings.credentials_default(), settings.bpjs_credentials_file
         )
