@@ -45,3 +45,13 @@ def test_an_unknown_zone_is_refused_with_indonesian_text_and_a_code(name):
         zone(name)
     assert err.value.code == "unknown_time_zone"
     assert str(err.value).startswith("Zona waktu tidak dikenal")
+
+
+def test_an_unknown_deployment_default_zone_refuses_the_api_settings():
+    from pydantic import ValidationError
+
+    from services.cancel_api.config import CancelApiSettings
+
+    with pytest.raises(ValidationError, match="Zona waktu tidak dikenal"):
+        CancelApiSettings(CLINIC_TIMEZONE="Asia/Makasar", APP_ENV="test")
+    assert CancelApiSettings(CLINIC_TIMEZONE="Asia/Makassar", APP_ENV="test").clinic_timezone
