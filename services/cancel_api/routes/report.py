@@ -130,7 +130,7 @@ async def report(ctx: Ctx, who: SyncAdmin, request: Request, day: Day = None) ->
         )
     counts = dict.fromkeys(STATES, 0)
     for item in items:
-        counts[item["state"]] += 1
+        counts[item["state"]] = counts.get(item["state"], 0) + 1
     return Response(
         Report(
             date=day,
