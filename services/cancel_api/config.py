@@ -2,8 +2,9 @@
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from shared.clinics import zone
 from shared.config import ServedSettings
 
 
@@ -12,6 +13,7 @@ class CancelApiSettings(ServedSettings):
     workers: int = Field(1, alias="CANCEL_API_WORKERS")
     bpjs_service: Literal["antreanrs", "antreanfktp"] = Field("antreanrs", alias="BPJS_SERVICE")
     notifier_public_url: str = Field("ws://127.0.0.1:8001/ws", alias="NOTIFIER_PUBLIC_URL")
+    # The zone of clinics without their own (`python -m shared.clinics set-time-zone`).
     clinic_timezone: str = Field("Asia/Jakarta", alias="CLINIC_TIMEZONE")
     # The relay runs inside the API process by default; `python -m services.cancel_api.relay`
     # runs it alone (then set this to false on the API replicas).
@@ -30,6 +32,11 @@ class CancelApiSettings(ServedSettings):
     ops_port: int = Field(8010, alias="OPS_PORT")
     # /docs and /openapi.json: on in dev/test, off in production unless turned on here.
     api_docs_enabled: bool | None = Field(None, alias="API_DOCS_ENABLED")
+
+    @field_validator("clinic_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return zone(value).key  # a typo refuses the start, not every registration
 
     @property
     def public_metrics(self) -> bool:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from services.cancel_api.config import CancelApiSettings
 from services.cancel_api.errors import Problem
 from shared.auth import TokenVerifier
+from shared.clinics import ZoneCache
 from shared.outbox import OutboxRelay
 
 
@@ -25,6 +26,8 @@ class ApiContext:
     # Created in the lifespan (no import-time globals).
     pool: asyncpg.Pool = field(init=False)
     relay: OutboxRelay | None = None
+    # Clinic time zones (clinic_setting), remembered a few minutes.
+    zones: ZoneCache = field(default_factory=ZoneCache)
 
 
 def context_of(request: Request) -> ApiContext:

@@ -1,6 +1,9 @@
 """`python -m services.cancel_api.demo`: seed a demo clinic (idempotent) and print demo links."""
 
 import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
 
 from services.cancel_api.config import CancelApiSettings
 from services.cancel_api.schemas import Patient, RegisterRequest
@@ -13,9 +16,11 @@ from shared.auth import (
     Principal,
     issue_dev_token,
 )
+from shared.clinics import clinic_zone, service_day
 from shared.db import create_pool
 
 CLINIC = "KLINIK-DEMO"
+TIME_ZONE = "Asia/Jakarta"  # WIB; `python -m shared.clinics set-time-zone` changes it
 ROOMS = ("POLI-UMUM", "POLI-GIGI")
 PATIENTS = [
     ("Siti Aminah", "BPJS"),
@@ -50,15 +55,17 @@ async def seed(settings: CancelApiSettings) -> int:
     made = 0
     try:
         async with pool.acquire() as conn:
+            await _set_zone(conn)
+            zone = await clinic_zone(conn, CLINIC, settings.clinic_timezone)
+            today = service_day(zone, datetime.now(UTC))
+            # Today's queue (the list shows the clinic's today): a new day gets new tickets.
             waiting = await conn.fetchval(
-                "select count(*) from queue_ticket where clinic_id = $1 and status = 'waiting'",
+                "select count(*) from queue_ticket where clinic_id = $1 and status = 'waiting'"
+                " and service_date = $2",
                 CLINIC,
+                today,
             )
-            day = str(
-                await conn.fetchval(
-                    "select (now() at time zone $1)::date", settings.clinic_timezone
-                )
-            )
+            day = str(today)
         if waiting >= len(PATIENTS):
             return 0
         for i, (name, payer) in enumerate(PATIENTS):
@@ -80,6 +87,19 @@ async def seed(settings: CancelApiSettings) -> int:
     finally:
         await pool.close()
     return made
+
+
+async def _set_zone(conn: asyncpg.Connection) -> None:
+    """The demo clinic's own zone, unless an operator set one (needs the owner's DSN)."""
+    try:
+        await conn.execute(
+            "insert into clinic_setting (clinic_id, time_zone) values ($1, $2)"
+            " on conflict (clinic_id) do nothing",
+            CLINIC,
+            TIME_ZONE,
+        )
+    except asyncpg.InsufficientPrivilegeError:
+        print(f"demo clinic {CLINIC}: time zone not set (DATABASE_URL is not the owner's)")
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ error answers as problem details, the request id header, bodies the handlers rea
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Annotated, Any
 
 from annotated_types import Ge, Le, MaxLen
@@ -29,6 +30,20 @@ def _digits(raw: object) -> object:
 
 
 QueueIdValue = Annotated[int, Ge(1), Le(MAX_ID), BeforeValidator(_digits)]
+
+
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _iso_day(raw: object) -> object:
+    # Only YYYY-MM-DD: pydantic would also read a Unix time ("1700000000") as a date.
+    if isinstance(raw, str) and not _DAY.match(raw):
+        raise ValueError(f"tanggal harus berbentuk YYYY-MM-DD: {raw[:40]!r}")
+    return raw
+
+
+# A calendar day (a clinic's service day); documented as `format: date`.
+DayValue = Annotated[date, BeforeValidator(_iso_day)]
 
 
 def parse_queue_id(raw: str) -> int:

@@ -107,15 +107,22 @@ async def cancel_with_audit_and_event(
 
 
 async def list_tickets(
-    conn: asyncpg.Connection, clinic_id: str, room_id: str | None, status: str, limit: int = 500
+    conn: asyncpg.Connection,
+    clinic_id: str,
+    room_id: str | None,
+    status: str,
+    day: date,
+    limit: int = 500,
 ) -> list[asyncpg.Record]:
+    """The clinic's tickets of one service day in `status` (of one room, or all)."""
     rows: list[asyncpg.Record] = await conn.fetch(
         f"select {COLUMNS} from queue_ticket where clinic_id = $1"
-        " and ($2::text is null or room_id = $2) and status = $3"
-        " order by service_date, room_id, ticket_seq limit $4",
+        " and ($2::text is null or room_id = $2) and status = $3 and service_date = $4"
+        " order by service_date, room_id, ticket_seq limit $5",
         clinic_id,
         room_id,
         status,
+        day,
         limit,
     )
     return rows

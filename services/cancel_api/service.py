@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import orjson
@@ -16,6 +15,7 @@ from services.cancel_api import repository as repo
 from services.cancel_api.errors import Problem
 from services.cancel_api.schemas import CancelRequest, RegisterRequest, queue_out
 from shared.auth import Principal
+from shared.clinics import ZoneCache, clinic_zone, service_day
 from shared.events import CancelledBy, QueueCancelledData, new_event
 from shared.outbox import outbox_values
 
@@ -168,7 +168,10 @@ async def register_ticket(
     bpjs_service: str,
     timezone: str,
     request_id: str | None,
+    zones: ZoneCache | None = None,
 ) -> dict[str, Any]:
+    """A new waiting ticket, numbered per room and the clinic's own service day (its zone,
+    else `timezone`)."""
     bpjs = body.bpjs if body.payer == "BPJS" else None
     if body.payer == "BPJS":
         problem = domain.bpjs_problem(bpjs_service, bpjs)
@@ -176,30 +179,33 @@ async def register_ticket(
             raise Problem(422, "invalid_request", problem)
     elif body.bpjs is not None:
         raise Problem(422, "invalid_request", "bpjs hanya diisi untuk penjamin BPJS")
-    day = datetime.now(ZoneInfo(timezone)).date()
-    async with pool.acquire() as conn, conn.transaction():
-        seq = await repo.next_seq(conn, who.clinic_id, body.room_id, day)
-        row = await repo.insert_ticket(
-            conn,
-            clinic_id=who.clinic_id,
-            room_id=body.room_id,
-            service_date=day,
-            ticket_seq=seq,
-            ticket_number=domain.ticket_number(body.room_id, seq),
-            patient_mrn=body.patient.mrn,
-            patient_name=body.patient.name,
-            payer=body.payer,
-            bpjs=bpjs,
+    async with pool.acquire() as conn:
+        day = service_day(
+            await clinic_zone(conn, who.clinic_id, timezone, zones), datetime.now(UTC)
         )
-        await repo.audit(
-            conn,
-            who,
-            queue_id=row["id"],
-            action="register",
-            from_status=None,
-            to_status="waiting",
-            request_id=request_id,
-        )
+        async with conn.transaction():
+            seq = await repo.next_seq(conn, who.clinic_id, body.room_id, day)
+            row = await repo.insert_ticket(
+                conn,
+                clinic_id=who.clinic_id,
+                room_id=body.room_id,
+                service_date=day,
+                ticket_seq=seq,
+                ticket_number=domain.ticket_number(body.room_id, seq),
+                patient_mrn=body.patient.mrn,
+                patient_name=body.patient.name,
+                payer=body.payer,
+                bpjs=bpjs,
+            )
+            await repo.audit(
+                conn,
+                who,
+                queue_id=row["id"],
+                action="register",
+                from_status=None,
+                to_status="waiting",
+                request_id=request_id,
+            )
     return queue_out(row)
 
 

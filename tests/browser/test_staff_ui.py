@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import asyncpg
 import pytest
 from playwright.async_api import Page, expect
 
+from tests.browser.axe import assert_accessible
 from tests.browser.pages import (
     ADMIN,
     FAILURE,
@@ -310,3 +315,75 @@ async def test_admin_view_lists_unsynced_cancellations_retries_and_resolves_with
 
 async def _has(ids, wanted: int) -> bool:
     return wanted in await ids
+
+
+async def test_report_section_shows_counts_per_state_downloads_csv_and_asks_for_a_check(
+    browser, stack, database
+):
+    admin = token(perms=ADMIN, user="u-adm", name="Admin")
+    wib = ZoneInfo("Asia/Jakarta")  # CLINIC_TIMEZONE: the clinic has no zone of its own
+    yesterday = datetime.now(wib).date() - timedelta(days=1)
+    at = datetime.combine(yesterday, time(10), wib)
+    tickets = {}
+    for name in ("Ani", "Budi", "Cici"):
+        t = await stack.register(name, payer="BPJS")
+        r = await stack.post(f"/antrian_ruangan/batal/{t['id']}", json={"reason_code": "no_show"})
+        assert r.status_code == 200, r.text
+        tickets[name] = t
+    conn = await asyncpg.connect(database)
+    try:
+        for i, t in enumerate(tickets.values()):
+            await conn.execute(
+                "update queue_ticket set cancelled_at = $2 where id = $1",
+                t["id"],
+                at + timedelta(minutes=i),
+            )
+        for name, status, extra in (
+            ("Ani", "synced", "confirmable = true, confirmed_at = now()"),
+            ("Budi", "failed", "confirmable = true, last_error_kind = 'not_recorded'"),
+        ):
+            t = tickets[name]
+            await conn.execute(
+                "insert into bpjs_sync_job (queue_id, cancel_event_id, clinic_id, ticket_number,"
+                " service, event_data, first_phase_until, horizon_at, status)"
+                " values ($1, gen_random_uuid(), 'KLINIK-A', $2, 'antreanrs', '{}', now(), now(),"
+                " $3)",
+                t["id"],
+                t["ticket_number"],
+                status,
+            )
+            await conn.execute(
+                f"update bpjs_sync_job set {extra} where queue_id = $1",  # noqa: S608
+                t["id"],
+            )
+            await conn.execute(
+                "update queue_ticket set bpjs_sync = $2 where id = $1", t["id"], status
+            )
+    finally:
+        await conn.close()
+
+    page = await open_room(browser, stack, admin)
+    await page.locator("#tab-admin").click()
+    await expect(page.locator("#report-date")).to_have_value(yesterday.isoformat())
+    counts = page.locator("#report-counts")
+    for state, n in (("confirmed", 1), ("not_recorded", 1), ("pending", 1), ("failed", 0)):
+        await expect(counts.locator(f'tr[data-state="{state}"] td')).to_have_text(str(n))
+    await expect(page.locator("#report-table tbody tr")).to_have_count(3)
+    budi = page.locator(f'#report-table tr[data-queue-id="{tickets["Budi"]["id"]}"]')
+    await expect(budi).to_contain_text("Belum tercatat di BPJS")
+    unsynced = page.locator(f'#admin-table tr[data-queue-id="{tickets["Budi"]["id"]}"]')
+    await expect(unsynced).to_contain_text("BPJS belum mencatat pembatalan (not_recorded)")
+    await expect(page.locator("#report-status")).to_contain_text("Asia/Jakarta")
+
+    async with page.expect_download() as download:
+        await page.locator("#report-csv").click()
+    file = await download.value
+    assert file.suggested_filename == f"bpjs-report-KLINIK-A-{yesterday.isoformat()}.csv"
+    text = Path(await file.path()).read_text(encoding="utf-8")
+    assert text.splitlines()[0].startswith("state,queue_id,ticket_number,room_id,booking_code")
+    assert len(text.splitlines()) == 4
+
+    await page.locator("#report-reconcile").click()
+    await expect(page.locator(".toast.success .toast-text").first).to_contain_text("BPJS")
+    await expect(page.locator("#report-status")).to_contain_text("belum selesai")
+    await assert_accessible(page, "admin-report")

@@ -30,7 +30,8 @@ _LIST_SQL = f"""
 select {_TICKET_COLUMNS}, j.attempts, j.last_error, j.last_error_kind, j.last_bpjs_code,
        j.last_bpjs_message, j.next_attempt_at, j.will_retry, j.last_attempt_at,
        j.updated_at as job_updated_at, j.resolved_by_id, j.resolved_by_name, j.resolved_note,
-       j.resolved_at, j.queue_id is not null as job_recorded
+       j.resolved_at, j.queue_id is not null as job_recorded, j.confirmable, j.confirmed_at,
+       j.readback_at, j.readback_result, j.origin
 from queue_ticket t left join bpjs_sync_job j on j.queue_id = t.id
 where t.clinic_id = $1 and t.bpjs_sync = any($2::text[])
 order by t.cancelled_at desc nulls last limit $3
@@ -63,6 +64,12 @@ def _item(r: asyncpg.Record) -> dict[str, Any]:
             ),
             "resolved_note": r["resolved_note"],
             "resolved_at": _iso(r["resolved_at"]),
+            # BPJS's own record read back (antreanrs); false: this service has no read API.
+            "confirmable": bool(r["confirmable"]),
+            "confirmed_at": _iso(r["confirmed_at"]),
+            "readback_at": _iso(r["readback_at"]),
+            "readback_result": r["readback_result"],
+            "origin": r["origin"],
         },
     }
 

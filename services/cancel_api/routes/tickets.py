@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -11,8 +12,9 @@ from services.cancel_api import service
 from services.cancel_api.access import Creator, Staff, Updater
 from services.cancel_api.context import Ctx, read_json_body
 from services.cancel_api.errors import Problem
-from services.cancel_api.openapi import QueueIdValue, json_body, problems
+from services.cancel_api.openapi import DayValue, QueueIdValue, json_body, problems
 from services.cancel_api.schemas import NAME, QueueList, QueueOut, RegisterRequest, queue_out
+from shared.clinics import clinic_zone, service_day
 
 router = APIRouter(tags=["tickets"])
 QueueId = Annotated[QueueIdValue, Path(description="The ticket's id.")]
@@ -24,9 +26,20 @@ async def list_queue(
     who: Staff,
     room_id: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NAME)] = None,
     status: Annotated[str, Query(pattern="^(waiting|called|accepted|done|cancelled)$")] = "waiting",
+    day: Annotated[
+        DayValue | None,
+        Query(
+            alias="date",
+            description="The service day (`YYYY-MM-DD`); default: today in the clinic's zone.",
+        ),
+    ] = None,
 ) -> Any:
     async with ctx.pool.acquire() as conn:
-        rows = await repo.list_tickets(conn, who.clinic_id, room_id, status)
+        if day is None:
+            # Today's queue: waiting tickets of earlier days are not in it.
+            zone = await clinic_zone(conn, who.clinic_id, ctx.settings.clinic_timezone, ctx.zones)
+            day = service_day(zone, datetime.now(UTC))
+        rows = await repo.list_tickets(conn, who.clinic_id, room_id, status, day)
     return {"items": [queue_out(r) for r in rows]}
 
 
@@ -55,6 +68,7 @@ async def register(ctx: Ctx, request: Request, who: Creator) -> Any:
         bpjs_service=ctx.settings.bpjs_service,
         timezone=ctx.settings.clinic_timezone,
         request_id=request.state.request_id,
+        zones=ctx.zones,
     )
 
 

@@ -1,6 +1,7 @@
 // Admin view (permission `manage bpjs sync`): unsynced cancellations, retry, resolve with a note.
 import { ApiError } from "./api.js";
 import { t } from "./i18n.js";
+import { ReportView, errorText } from "./report.js";
 import { el, formatTime, toast } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
@@ -12,11 +13,13 @@ export class AdminView {
     this.visible = false;
     $("admin-filter").onchange = () => this.load();
     $("admin-refresh").onclick = () => this.load();
+    this.report = new ReportView(api);
   }
 
   show() {
     this.visible = true;
     this.load();
+    this.report.load();
   }
 
   changed() {
@@ -34,6 +37,7 @@ export class AdminView {
   }
 
   render() {
+    this.report.render();
     const body = $("admin-table").querySelector("tbody");
     body.replaceChildren(...this.items.map((item) => this.row(item)));
     $("admin-empty").hidden = this.items.length > 0;
@@ -44,7 +48,10 @@ export class AdminView {
     const reason = [q.reason_code ? t(`reason_${q.reason_code}`) : "", q.reason_text || ""]
       .filter(Boolean).join(": ");
     const next = s.next_attempt_at ? formatTime(s.next_attempt_at) : s.will_retry ? "—" : t("no_retry");
-    const error = [s.last_bpjs_code, s.last_error].filter((x) => x !== null && x !== undefined).join(" · ");
+    const error = errorText(s);
+    // Only antreanrs has a read API: a job of another service can never be confirmed at BPJS.
+    const confirm = s.confirmed_at ? t("confirmed_at", { at: formatTime(s.confirmed_at) })
+      : s.job_recorded && s.confirmable === false && s.status !== "resolved_manually" ? t("not_confirmable") : null;
     return el(
       "tr", { "data-queue-id": String(q.id) },
       el("td", { class: "ticket-cell" }, q.ticket_number),
@@ -54,7 +61,8 @@ export class AdminView {
       el("td", { class: "error-cell" }, error || "—"),
       el("td", {}, next),
       el("td", {}, el("span", { class: `badge sync-${s.status}` }, t(`st_${s.status}`)),
-        s.resolved_note ? el("div", { class: "note" }, `${s.resolved_by?.name ?? ""}: ${s.resolved_note}`) : null),
+        s.resolved_note ? el("div", { class: "note" }, `${s.resolved_by?.name ?? ""}: ${s.resolved_note}`) : null,
+        confirm ? el("div", { class: "confirm-note" }, confirm) : null),
       el("td", { class: "row-actions" }, open ? [
         el("button", { type: "button", class: "btn", "data-action": "retry", onclick: () => this.retry(q) }, t("retry")),
         el("button", { type: "button", class: "btn primary", "data-action": "resolve", onclick: (e) => this.resolve(q, e.currentTarget) }, t("resolve")),

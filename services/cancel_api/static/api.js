@@ -82,6 +82,25 @@ export class Api {
     return this.request("POST", `/bpjs_sync/${encodeURIComponent(queueId)}/retry`);
   }
 
+  report(date) {
+    return this.request("GET", `/bpjs_sync/report${date ? `?date=${encodeURIComponent(date)}` : ""}`);
+  }
+
+  reconcile(date) {
+    return this.request("POST", `/bpjs_sync/report/reconcile?date=${encodeURIComponent(date)}`);
+  }
+
+  // The report as CSV: fetched with the token (a plain link would carry none), saved as a file.
+  async reportCsv(date) {
+    const response = await fetch(`/bpjs_sync/report?date=${encodeURIComponent(date)}`, {
+      headers: { Authorization: `Bearer ${this.token}`, Accept: "text/csv" },
+    });
+    if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+    const disposition = response.headers.get("Content-Disposition") || "";
+    const name = /filename="([^"]+)"/.exec(disposition)?.[1] || `bpjs-report-${date}.csv`;
+    return { blob: await response.blob(), name };
+  }
+
   syncResolve(queueId, note) {
     return this.request("POST", `/bpjs_sync/${encodeURIComponent(queueId)}/resolve`, {
       body: { note },
