@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 import asyncpg
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
-from shared.clinics import clinic_zone, day_bounds
 
 from services.bpjs_sync_worker import verify
 from services.bpjs_sync_worker.credentials import NoCredentials
 from services.bpjs_sync_worker.verify import TICKET_COLUMNS, Ticket
+from shared.clinics import ZoneCache, clinic_zone, day_bounds
 from shared.logging import get_logger
 from shared.sync_job import machine, store
 from shared.sync_job.machine import Job, Step
@@ -56,6 +56,7 @@ class Sweepers:
         self.pool = pool
         self.settings = pool.settings
         self._gauge_clinics: set[str] = set()
+        self._zones = ZoneCache()
 
     def register(self) -> None:
         self.pool.every(min(30.0, self.settings.orphan_after_s / 4), self.orphans)
@@ -110,7 +111,7 @@ class Sweepers:
                 " where created_at > now() - interval '3 days'"
             )
             for row in clinics:
-                zone = await clinic_zone(conn, row["clinic_id"], default)
+                zone = await clinic_zone(conn, row["clinic_id"], default, self._zones)
                 shifted = _now() - timedelta(seconds=self.settings.reconcile_after_s)
                 day = shifted.astimezone(zone).date() - timedelta(days=1)
                 await conn.execute(
@@ -163,7 +164,7 @@ class Sweepers:
             creds = p.credentials.for_clinic(clinic_id)
         except NoCredentials:
             return 0, 0, "no_credentials"
-        zone = await clinic_zone(conn, clinic_id, self.settings.clinic_timezone)
+        zone = await clinic_zone(conn, clinic_id, self.settings.clinic_timezone, self._zones)
         start, end = day_bounds(zone, day)
         checked = missing = failed = 0
         for row in await conn.fetch(_DAY_JOBS_SQL, clinic_id, start, end):
