@@ -82,6 +82,10 @@ export class Api {
     return this.request("POST", `/bpjs_sync/${encodeURIComponent(queueId)}/retry`);
   }
 
+  outboxQuarantined() {
+    return this.request("GET", "/outbox/quarantined");
+  }
+
   syncResolve(queueId, note) {
     return this.request("POST", `/bpjs_sync/${encodeURIComponent(queueId)}/resolve`, {
       body: { note },

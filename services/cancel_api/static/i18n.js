@@ -56,6 +56,9 @@ const TEXTS = {
     resolve_done: "Sinkronisasi BPJS ditandai selesai manual",
     action_failed: "Tindakan gagal",
     no_retry: "tidak dicoba lagi",
+    quarantine_title: "Event tertahan di outbox",
+    quarantine_hint: "Kafka menolak event ini berulang kali; event tidak dikirim ulang. Hubungi administrator sistem.",
+    col_event: "Event", col_kafka_error: "Galat Kafka terakhir", col_held_since: "Tertahan sejak",
   },
   en: {
     app_title: "Room queue",
@@ -113,6 +116,9 @@ const TEXTS = {
     resolve_done: "BPJS sync marked as resolved by hand",
     action_failed: "Action failed",
     no_retry: "no more retries",
+    quarantine_title: "Events held in the outbox",
+    quarantine_hint: "Kafka refused these events repeatedly; they are not sent again. Contact the system administrator.",
+    col_event: "Event", col_kafka_error: "Last Kafka error", col_held_since: "Held since",
   },
 };
 
