@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -23,8 +23,10 @@ from shared.kafka import KafkaConfig, make_producer
 from shared.logging import get_logger
 from shared.outbox_quarantine import (
     OUTBOX_QUARANTINED_ROWS,
+    BatchRefused,
     counts_against_row,
     is_refusal,
+    raise_outage,
     record_refusal,
 )
 
@@ -73,15 +75,6 @@ select (select count(*) from outbox where published_at is null and quarantined_a
        (select count(*) from outbox where quarantined_at is not null
           and topic = any($1::text[])) as quarantined
 """
-
-
-class _Refused(Exception):
-    """Kafka refused rows of a batch (`failed`: row id -> error); the batch rolls back."""
-
-    def __init__(self, rows: Sequence[asyncpg.Record], failed: dict[int, BaseException]) -> None:
-        super().__init__(f"{len(failed)} of {len(rows)} rows refused")
-        self.rows = rows
-        self.failed = failed
 
 
 # The columns an event row is written with (as in `add_to_outbox`), and their values
@@ -170,7 +163,7 @@ class OutboxRelay:
             published = len(rows)
             for r in rows:
                 OUTBOX_PUBLISHED.labels(r["topic"]).inc()
-        except _Refused as refused:
+        except BatchRefused as refused:
             published = await self._isolate(refused.rows, refused.failed)
         if time.monotonic() - self._gauges_at >= GAUGE_INTERVAL_S:  # a query: not every batch
             await self._update_gauges()
@@ -178,7 +171,7 @@ class OutboxRelay:
         return published
 
     async def _send_all(self, rows: Sequence[asyncpg.Record]) -> None:
-        """Publish `rows`; an outage raises as it is, refusals raise `_Refused` once every
+        """Publish `rows`; an outage raises as it is, refusals raise `BatchRefused` once every
         row's outcome is known."""
         assert self._producer is not None
         # send() only enqueues; the idempotent producer keeps per-partition order, and we
@@ -199,20 +192,14 @@ class OutboxRelay:
         if futures:
             done, pending = await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
             if pending:  # a refusal came first: the others' outcomes decide what it was
-                self._raise_outage(done)
+                raise_outage(done)
                 done, pending = await asyncio.wait(pending, timeout=SETTLE_TIMEOUT_S)
                 if pending:
                     raise KafkaTimeoutError("the rest of a refused batch was not acknowledged")
-            self._raise_outage(futures)
+            raise_outage(futures)
             failed.update((futures[f], e) for f in futures if (e := f.exception()) is not None)
         if failed:
-            raise _Refused(rows, failed)
-
-    @staticmethod
-    def _raise_outage(futures: Iterable[asyncio.Future[object]]) -> None:
-        for fut in futures:
-            if fut.done() and (exc := fut.exception()) is not None and not is_refusal(exc):
-                raise exc
+            raise BatchRefused(rows, failed)
 
     async def _isolate(
         self, rows: Sequence[asyncpg.Record], failed: dict[int, BaseException]

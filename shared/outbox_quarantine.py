@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable, Sequence
+
 import asyncpg
 from aiokafka.errors import (
     CorruptRecordException,
@@ -60,6 +63,22 @@ def counts_against_row(exc: BaseException, topic_proven: bool) -> bool:
     """Whether a refusal of a row sent alone is the row's fault (`topic_proven`: another row of
     its topic was published in the same round)."""
     return isinstance(exc, ROW_ERRORS) or (isinstance(exc, TOPIC_ERRORS) and topic_proven)
+
+
+class BatchRefused(Exception):
+    """Kafka refused rows of a batch (`failed`: row id -> error); the batch rolls back."""
+
+    def __init__(self, rows: Sequence[asyncpg.Record], failed: dict[int, BaseException]) -> None:
+        super().__init__(f"{len(failed)} of {len(rows)} rows refused")
+        self.rows = rows
+        self.failed = failed
+
+
+def raise_outage(futures: Iterable[asyncio.Future[object]]) -> None:
+    """Raise the first error among the settled `futures` that is not a refusal (an outage)."""
+    for fut in futures:
+        if fut.done() and (exc := fut.exception()) is not None and not is_refusal(exc):
+            raise exc
 
 
 def error_text(exc: BaseException) -> str:

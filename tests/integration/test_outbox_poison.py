@@ -158,6 +158,48 @@ async def test_a_quarantined_row_cannot_be_marked_published(database):
         await owner.close()
 
 
+async def test_a_row_over_the_producers_request_limit_is_quarantined_too(
+    database, infra, topic_prefix
+):
+    # Refused by the client itself (send() raises before anything reaches the broker).
+    topic = f"{topic_prefix}{TOPIC_QUEUE_CANCELLED}"
+    owner = await asyncpg.connect(database)
+    pool = await create_pool(role_dsn(database, API_DB_ROLE), min_size=1, max_size=4)
+    relay = OutboxRelay(pool, infra.kafka_for("api"), topics=[topic], max_attempts=2)
+    try:
+        poison = str(uuid.uuid4())
+        async with owner.transaction():
+            await owner.execute(
+                "insert into outbox (event_id, topic, kafka_key, event_type, payload)"
+                " values ($1, $2, '7', 'QueueCancelled', $3)",
+                poison,
+                topic,
+                b"{" + b" " * (1100 * 1024) + b"}",  # over the producer's 1 MiB request limit
+            )
+            await add_to_outbox(owner, topic, _event(8))
+        task = asyncio.create_task(relay.run())
+        try:
+            await wait_until(
+                lambda: owner.fetchval(
+                    "select quarantined_at is not null from outbox where event_id = $1", poison
+                ),
+                what="the oversized row is quarantined",
+            )
+            await wait_until(
+                lambda: _none_pending(owner, counting_quarantined=False), what="the rest"
+            )
+        finally:
+            relay.stop()
+            await asyncio.wait_for(task, 30)
+        row = await owner.fetchrow("select * from outbox where event_id = $1", poison)
+        assert row["attempts"] == 2 and "MessageSizeTooLarge" in row["last_error"]
+        events = await read_events(infra.kafka, topic, expect=1)
+        assert [e.data["queue_id"] for _, e in events] == [8]
+    finally:
+        await pool.close()
+        await owner.close()
+
+
 def _event(queue_id: int):
     return new_event(
         QueueCancelledData(
@@ -230,5 +272,6 @@ async def test_a_kafka_outage_counts_against_no_row(database, private_kafka):
 _PENDING = "select count(*) from outbox where published_at is null"
 
 
-async def _none_pending(owner: asyncpg.Connection) -> bool:
-    return await owner.fetchval(_PENDING) == 0
+async def _none_pending(owner: asyncpg.Connection, *, counting_quarantined: bool = True) -> bool:
+    sql = _PENDING if counting_quarantined else f"{_PENDING} and quarantined_at is null"
+    return await owner.fetchval(sql) == 0
