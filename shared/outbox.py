@@ -38,7 +38,7 @@ GAUGE_INTERVAL_S = 1.0
 # the broker counts as unreachable (the idempotent producer retries an outage without end).
 SETTLE_TIMEOUT_S = 30.0
 OUTBOX_LAG = Gauge("outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished row")
-OUTBOX_PENDING = Gauge("outbox_unpublished_rows", "Outbox rows not yet published")
+OUTBOX_PENDING = Gauge("outbox_unpublished_rows", "Outbox rows waiting to be published")
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox rows published to Kafka", ["topic"])
 OUTBOX_ERRORS = Counter("outbox_publish_errors_total", "Failed publish attempts of a batch")
 
