@@ -121,6 +121,8 @@ class BaseServiceSettings(BaseSettings):
     kafka_ssl_certfile: str | None = Field(None, alias="KAFKA_SSL_CERTFILE")
     kafka_ssl_keyfile: str | None = Field(None, alias="KAFKA_SSL_KEYFILE")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
+    # Refusals of one outbox row (too large, say; never an outage) before it is quarantined.
+    outbox_max_attempts: int = Field(5, ge=1, alias="OUTBOX_MAX_ATTEMPTS")
 
     @field_validator(
         "auth_jwt_secret",

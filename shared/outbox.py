@@ -2,7 +2,8 @@
 
 Delivery is at least once (consumers deduplicate by event id). Ordering per key holds because
 rows of one key are written by causally ordered transactions and the relay never publishes a row
-while an older unpublished row of the same key is held by another relay.
+while an older unpublished row of the same key is held by another relay. A row Kafka refuses for
+a reason of its own is quarantined after `max_attempts` refusals (shared/outbox_quarantine.py).
 """
 
 from __future__ import annotations
@@ -14,37 +15,65 @@ from collections.abc import Sequence
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import Counter, Gauge
 
 from shared.events import CloudEvent, encode_event
 from shared.kafka import KafkaConfig, make_producer
 from shared.logging import get_logger
+from shared.outbox_quarantine import (
+    OUTBOX_QUARANTINED_ROWS,
+    BatchRefused,
+    counts_against_row,
+    is_refusal,
+    raise_outage,
+    record_refusal,
+)
 
 log = get_logger(__name__)
 
 OUTBOX_CHANNEL = "outbox"
 GAUGE_INTERVAL_S = 1.0
+# How long the rest of a refused batch, or a row sent alone, may take to be acknowledged before
+# the broker counts as unreachable (the idempotent producer retries an outage without end).
+SETTLE_TIMEOUT_S = 30.0
 OUTBOX_LAG = Gauge("outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished row")
-OUTBOX_PENDING = Gauge("outbox_unpublished_rows", "Outbox rows not yet published")
+OUTBOX_PENDING = Gauge("outbox_unpublished_rows", "Outbox rows waiting to be published")
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox rows published to Kafka", ["topic"])
 OUTBOX_ERRORS = Counter("outbox_publish_errors_total", "Failed publish attempts of a batch")
 
 # Rows of this relay's topics locked by it, minus rows whose key has an older unpublished row
 # it did not lock. Each service's relay publishes only its own topics (its Kafka principal may
-# write nothing else); per-key order holds because a key's rows all have one topic.
+# write nothing else); per-key order holds because a key's rows all have one topic. Quarantined
+# rows are never claimed and hold back no later row.
 _CLAIM_SQL = """
 with batch as (
-    select id from outbox where published_at is null and topic = any($2::text[])
+    select id from outbox
+    where published_at is null and quarantined_at is null and topic = any($2::text[])
     order by id limit $1 for update skip locked
 )
-select o.id, o.topic, o.kafka_key, o.payload from outbox o
+select o.id, o.event_id, o.topic, o.kafka_key, o.payload from outbox o
 join batch b on b.id = o.id
 where not exists (
     select 1 from outbox e
-    where e.published_at is null and e.topic = o.topic and e.kafka_key = o.kafka_key
+    where e.published_at is null and e.quarantined_at is null
+      and e.topic = o.topic and e.kafka_key = o.kafka_key
       and e.id < o.id and e.id not in (select id from batch)
 )
 order by o.id
+"""
+_LOCK_ONE_SQL = """
+select id, event_id, topic, kafka_key, payload from outbox
+where id = $1 and published_at is null and quarantined_at is null for update skip locked
+"""
+_MARK_SQL = "update outbox set published_at = clock_timestamp() where id = any($1::bigint[])"
+_GAUGES_SQL = """
+select (select count(*) from outbox where published_at is null and quarantined_at is null
+          and topic = any($1::text[])) as n,
+       (select min(created_at) from outbox where published_at is null and quarantined_at is null
+          and topic = any($1::text[])) as oldest,
+       (select count(*) from outbox where quarantined_at is not null
+          and topic = any($1::text[])) as quarantined
 """
 
 
@@ -79,6 +108,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
         max_backoff_s: float = 10.0,
+        max_attempts: int = 5,
         producer: AIOKafkaProducer | None = None,
     ) -> None:
         self._pool = pool
@@ -87,6 +117,7 @@ class OutboxRelay:
         self._batch = batch_size
         self._poll = poll_interval_s
         self._max_backoff = max_backoff_s
+        self._max_attempts = max_attempts
         self._producer = producer
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -123,41 +154,121 @@ class OutboxRelay:
     async def publish_once(self) -> int:
         """Claim a batch, publish it in id order, mark it published; returns rows published."""
         assert self._producer is not None
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_CLAIM_SQL, self._batch, self._topics)
-            if rows:
-                await self._send_all(rows)
-                await conn.execute(
-                    "update outbox set published_at = clock_timestamp()"
-                    " where id = any($1::bigint[])",
-                    [r["id"] for r in rows],
-                )
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(_CLAIM_SQL, self._batch, self._topics)
+                if rows:
+                    await self._send_all(rows)
+                    await conn.execute(_MARK_SQL, [r["id"] for r in rows])
+            published = len(rows)
+            for r in rows:
+                OUTBOX_PUBLISHED.labels(r["topic"]).inc()
+        except BatchRefused as refused:
+            published = await self._isolate(refused.rows, refused.failed)
         if time.monotonic() - self._gauges_at >= GAUGE_INTERVAL_S:  # a query: not every batch
             await self._update_gauges()
             self._gauges_at = time.monotonic()
-        return len(rows)
+        return published
 
     async def _send_all(self, rows: Sequence[asyncpg.Record]) -> None:
+        """Publish `rows`; an outage raises as it is, refusals raise `BatchRefused` once every
+        row's outcome is known."""
         assert self._producer is not None
         # send() only enqueues; the idempotent producer keeps per-partition order, and we
         # wait for every acknowledgement before the rows are marked published.
-        futures = [
-            await self._producer.send(r["topic"], bytes(r["payload"]), key=r["kafka_key"].encode())
-            for r in rows
-        ]
-        await asyncio.gather(*futures)
+        failed: dict[int, BaseException] = {}
+        futures: dict[asyncio.Future[object], int] = {}
         for r in rows:
-            OUTBOX_PUBLISHED.labels(r["topic"]).inc()
+            try:
+                fut = await self._producer.send(
+                    r["topic"], bytes(r["payload"]), key=r["kafka_key"].encode()
+                )
+            except Exception as exc:  # refused before sending, e.g. over max_request_size
+                if not is_refusal(exc):
+                    raise
+                failed[r["id"]] = exc
+                continue
+            futures[fut] = r["id"]
+        if futures:
+            done, pending = await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
+            if pending:  # a refusal came first: the others' outcomes decide what it was
+                raise_outage(done)
+                done, pending = await asyncio.wait(pending, timeout=SETTLE_TIMEOUT_S)
+                if pending:
+                    raise KafkaTimeoutError("the rest of a refused batch was not acknowledged")
+            raise_outage(futures)
+            failed.update((futures[f], e) for f in futures if (e := f.exception()) is not None)
+        if failed:
+            raise BatchRefused(rows, failed)
+
+    async def _isolate(
+        self, rows: Sequence[asyncpg.Record], failed: dict[int, BaseException]
+    ) -> int:
+        """After a refused batch (rolled back): send its refused rows one at a time, so each
+        refusal is the fault of the one row sent, and publish the others. A key stops at its
+        first refused row (per-key order) until that row is published or quarantined."""
+        # The refused batch left the idempotent producer's sequence numbers ahead of the broker's.
+        await self._restart_producer()
+        proven = {r["topic"] for r in rows if r["id"] not in failed}
+        blocked: set[tuple[str, str]] = set()
+        delivered: list[asyncpg.Record] = []
+        published = 0
+        for r in rows:
+            key = (r["topic"], r["kafka_key"])
+            if key in blocked:
+                continue
+            if r["id"] not in failed:
+                delivered.append(r)  # acknowledged in the batch: already in Kafka
+            elif await self._publish_alone(r["id"], proven):
+                published += 1
+            else:
+                blocked.add(key)
+        if delivered:
+            async with self._pool.acquire() as conn:
+                await conn.execute(
+                    _MARK_SQL + " and published_at is null and quarantined_at is null",
+                    [r["id"] for r in delivered],
+                )
+            for r in delivered:
+                OUTBOX_PUBLISHED.labels(r["topic"]).inc()
+        return published + len(delivered)
+
+    async def _publish_alone(self, row_id: int, proven: set[str]) -> bool:
+        """Publish one row in its own transaction, or count its refusal; False when it was not
+        published (refused, or held by another relay)."""
+        assert self._producer is not None
+        refused = False
+        async with self._pool.acquire() as conn, conn.transaction():
+            r = await conn.fetchrow(_LOCK_ONE_SQL, row_id)
+            if r is None:
+                return False
+            try:
+                fut = await self._producer.send(
+                    r["topic"], bytes(r["payload"]), key=r["kafka_key"].encode()
+                )
+                await asyncio.wait_for(fut, SETTLE_TIMEOUT_S)
+            except TimeoutError as exc:
+                raise KafkaTimeoutError("a row sent alone was not acknowledged") from exc
+            except Exception as exc:
+                if not (is_refusal(exc) and counts_against_row(exc, r["topic"] in proven)):
+                    raise  # an outage, or a topic refused as a whole: nobody's row is at fault
+                await record_refusal(conn, r, exc, self._max_attempts)
+                refused = True
+            else:
+                await conn.execute(_MARK_SQL, [row_id])
+        if refused:  # committed first: a failed restart must not undo the count
+            await self._restart_producer()
+            return False
+        OUTBOX_PUBLISHED.labels(r["topic"]).inc()
+        proven.add(r["topic"])
+        return True
 
     async def _update_gauges(self) -> None:
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "select count(*) as n, min(created_at) as oldest from outbox"
-                " where published_at is null and topic = any($1::text[])",
-                self._topics,
-            )
+            row = await conn.fetchrow(_GAUGES_SQL, self._topics)
         assert row is not None
         OUTBOX_PENDING.set(row["n"])
+        OUTBOX_QUARANTINED_ROWS.set(row["quarantined"])
         oldest = row["oldest"]
         OUTBOX_LAG.set(0 if oldest is None else max(0.0, time.time() - oldest.timestamp()))
 
@@ -181,13 +292,22 @@ class OutboxRelay:
             pass
         self._wake.clear()
 
-    async def _reset_producer(self) -> None:
+    async def _drop_producer(self) -> None:
         if self._producer is not None:
             try:
                 await self._producer.stop()
             except Exception:  # noqa: S110 - a broken producer is replaced anyway
                 pass
             self._producer = None
+
+    async def _restart_producer(self) -> None:
+        await self._drop_producer()
+        producer = make_producer(self._kafka, client_id="outbox-relay")
+        await producer.start()
+        self._producer = producer
+
+    async def _reset_producer(self) -> None:
+        await self._drop_producer()
         if self._listener is not None:
             try:
                 await self._listener.remove_listener(OUTBOX_CHANNEL, self._on_notify)

@@ -110,7 +110,7 @@ def create_worker(settings: WorkerSettings) -> faust.App:
         # Result events leave through the outbox; this relay (and the API's) publishes them.
         # Only the worker's own topics: its principal may not write queue-cancelled.
         own = [settings.topic(TOPIC_BPJS_SYNCED), settings.topic(TOPIC_BPJS_SYNC_FAILED)]
-        rt.relay = OutboxRelay(rt.db, kafka, topics=own)
+        rt.relay = OutboxRelay(rt.db, kafka, topics=own, max_attempts=settings.outbox_max_attempts)
         rt.relay_task = asyncio.create_task(rt.relay.run())
         rt.started.set()
         log.info("job_pool_started", owner=rt.pool.owner, in_flight=settings.max_in_flight)

@@ -14,7 +14,7 @@ from services.cancel_api.context import ApiContext
 from services.cancel_api.errors import install_handlers
 from services.cancel_api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from services.cancel_api.openapi import install_openapi
-from services.cancel_api.routes import admin, cancel, ops, report, tickets, ui
+from services.cancel_api.routes import admin, cancel, ops, outbox_admin, report, tickets, ui
 from services.cancel_api.schemas import CancelRequest, RegisterRequest, ResolveRequest
 from shared.auth import TokenVerifier
 from shared.db import create_pool
@@ -50,7 +50,9 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         if settings.outbox_relay_enabled:
             # Only queue-cancelled: the API's principal may write nothing else.
             kafka = KafkaConfig.from_settings(settings)
-            ctx.relay = OutboxRelay(ctx.pool, kafka, topics=[ctx.topic])
+            ctx.relay = OutboxRelay(
+                ctx.pool, kafka, topics=[ctx.topic], max_attempts=settings.outbox_max_attempts
+            )
             tasks.append(asyncio.create_task(ctx.relay.run()))
         ctx.verifier.start()  # the identity provider's keys, fetched in the background
         try:
@@ -84,6 +86,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
     app.include_router(tickets.router)
     app.include_router(admin.router)
     app.include_router(report.router)
+    app.include_router(outbox_admin.router)
     install_openapi(
         app,
         models=(CancelRequest, RegisterRequest, ResolveRequest),

@@ -22,7 +22,12 @@ class RelaySettings(CancelApiSettings):
 async def run(settings: CancelApiSettings) -> None:
     pool = await create_pool(settings.database_url.get_secret_value(), min_size=0, max_size=4)
     topics = [settings.topic(TOPIC_QUEUE_CANCELLED)]
-    relay = OutboxRelay(pool, KafkaConfig.from_settings(settings), topics=topics)
+    relay = OutboxRelay(
+        pool,
+        KafkaConfig.from_settings(settings),
+        topics=topics,
+        max_attempts=settings.outbox_max_attempts,
+    )
     stop = asyncio.Event()
     stop_on_signals(stop)
     task = asyncio.create_task(relay.run())

@@ -34,6 +34,26 @@ export class AdminView {
     } catch (err) {
       toast("error", t("action_failed"), { detail: err.problem?.title || String(err.message) });
     }
+    await this.loadQuarantined();
+  }
+
+  // Outbox events Kafka refused for good: shown only when there are some.
+  async loadQuarantined() {
+    let items = [];
+    try {
+      items = (await this.api.outboxQuarantined()).items;
+    } catch {
+      // the list above already reports an unreachable API
+    }
+    $("quarantine").hidden = items.length === 0;
+    $("quarantine-table").querySelector("tbody").replaceChildren(...items.map((e) => el(
+      "tr", { "data-event-id": e.event_id },
+      el("td", { class: "ticket-cell" }, e.ticket_number),
+      el("td", {}, e.event_type),
+      el("td", { class: "num" }, String(e.attempts)),
+      el("td", { class: "error-cell" }, e.last_error || "—"),
+      el("td", {}, formatTime(e.quarantined_at)),
+    )));
   }
 
   render() {

@@ -101,6 +101,10 @@ export class Api {
     return { blob: await response.blob(), name };
   }
 
+  outboxQuarantined() {
+    return this.request("GET", "/outbox/quarantined");
+  }
+
   syncResolve(queueId, note) {
     return this.request("POST", `/bpjs_sync/${encodeURIComponent(queueId)}/resolve`, {
       body: { note },

@@ -78,6 +78,9 @@ const TEXTS = {
     rs_confirmed: "Terkonfirmasi", rs_not_recorded: "Belum tercatat di BPJS",
     rs_not_confirmable: "Tidak dapat dikonfirmasi", rs_unconfirmed: "Belum dikonfirmasi",
     rs_failed: "Gagal", rs_pending: "Menunggu", rs_resolved_manually: "Diselesaikan manual",
+    quarantine_title: "Event tertahan di outbox",
+    quarantine_hint: "Kafka menolak event ini berulang kali; event tidak dikirim ulang. Hubungi administrator sistem.",
+    col_event: "Event", col_kafka_error: "Galat Kafka terakhir", col_held_since: "Tertahan sejak",
   },
   en: {
     app_title: "Room queue",
@@ -157,6 +160,9 @@ const TEXTS = {
     rs_confirmed: "Confirmed", rs_not_recorded: "Not recorded at BPJS",
     rs_not_confirmable: "Cannot be confirmed", rs_unconfirmed: "Not confirmed yet",
     rs_failed: "Failed", rs_pending: "Pending", rs_resolved_manually: "Resolved by hand",
+    quarantine_title: "Events held in the outbox",
+    quarantine_hint: "Kafka refused these events repeatedly; they are not sent again. Contact the system administrator.",
+    col_event: "Event", col_kafka_error: "Last Kafka error", col_held_since: "Held since",
   },
 };
 
