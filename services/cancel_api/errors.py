@@ -31,7 +31,7 @@ TITLES = {
     "unavailable": "Layanan sedang tidak tersedia, silakan coba lagi",
     "auth_unavailable": "Layanan login sedang tidak dapat dihubungi, silakan coba lagi",
     "sync_not_found": "Sinkronisasi BPJS tidak ditemukan",
-    "invalid_transition": "Tindakan tidak dapat dilakukan pada status sinkronisasi ini",
+    "invalid_transition": "Status antrean tidak dapat diubah",
     "not_found": "Halaman tidak ditemukan",
     "method_not_allowed": "Metode tidak diizinkan",
     "internal_error": "Terjadi kesalahan pada sistem",

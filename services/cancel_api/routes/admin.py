@@ -133,7 +133,9 @@ def _now() -> datetime:
 
 
 def _refused(exc: machine.InvalidTransition) -> Problem:
-    return Problem(409, "invalid_transition", exc.message)
+    return Problem(
+        409, "invalid_transition", exc.message, "Status sinkronisasi BPJS tidak dapat diubah"
+    )
 
 
 @router.post("/bpjs_sync/{queue_id}/retry", status_code=202, responses=problems(404, 409))
