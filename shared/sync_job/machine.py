@@ -362,7 +362,9 @@ def admin_retry(job: Job, now: datetime, policy: RetryPolicy) -> Change:
     if job.status in FINISHED:
         raise InvalidTransition(_finished_text(job))
     horizon = max(job.horizon_at, now + timedelta(seconds=policy.horizon_s))
-    retried = replace(job, will_retry=True, next_attempt_at=now, horizon_at=horizon)
+    # A refusal believed only after a read-back is asked again: the retry starts with `batal`.
+    retried = replace(job, will_retry=True, next_attempt_at=now, horizon_at=horizon,
+                      refused_after_loss=False)  # fmt: skip
     return Change(retried)
 
 
