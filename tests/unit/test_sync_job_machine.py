@@ -717,6 +717,17 @@ def test_admin_retry_of_a_final_refusal_sends_batal_again_and_reports_recovery()
     assert out(again) == QUIET_FAILED and again.job.horizon_at == c.job.horizon_at
 
 
+def test_admin_retry_after_a_refusal_believed_only_after_a_read_back_starts_with_batal():
+    refused = replace(
+        job(status=Status.FAILED, will_retry=False, warned=True, confirmable=True),
+        reply_lost=True,
+        refused_after_loss=True,
+    )
+    c = admin_retry(refused, NOW, POLICY)
+    assert next_step(c.job, PLAN, RS) is CANCEL
+    assert c.job.reply_lost, "a second refusal still goes to the read-back"
+
+
 @pytest.mark.parametrize(
     ("state", "text"),
     [("synced_confirmed", "sudah tersinkron"), ("synced_not_confirmable", "sudah tersinkron"),
