@@ -27,7 +27,7 @@ ARRIVING_METRICS: dict[str, frozenset[str]] = {
     "bpjs_dead_letters": frozenset(),
     "bpjs_breaker_state_since_timestamp_seconds": frozenset(),
     "kafka_consumer_lag": frozenset({"group", "topic"}),
-    "service_ready": frozenset(),
+    "service_ready": frozenset({"service"}),
 }
 # Series Prometheus itself writes for every scrape target.
 SCRAPE_SERIES: dict[str, frozenset[str]] = {"up": frozenset()}
