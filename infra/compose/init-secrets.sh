@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Writes ./secrets/ for docker-compose.yml: random passwords for PostgreSQL, the services'
-# database roles, Kafka's principals and the staff-token key, and the DSN each service uses.
+# database roles, Kafka's principals, the staff-token key and Grafana's admin (the `ops`
+# profile), and the DSN each service uses.
 # Existing files are kept (run it again after deleting one to rotate it). The BPJS keys and the
 # per-clinic credentials file are placeholders: the services refuse them until you fill them in.
 # Compose mounts a file secret as it is on the host, so each file must be readable by the
@@ -22,7 +23,7 @@ dsn() { printf 'postgresql://%s:%s@postgres:5432/%s' "$1" "$(cat "$DIR/$2")" "$P
 
 for name in postgres_password db_api_password db_worker_password auth_jwt_secret \
   kafka_admin_password kafka_controller_password kafka_api_password kafka_worker_password \
-  kafka_notifier_password; do
+  kafka_notifier_password grafana_admin_password; do
   put "$name" "$(random)"
 done
 put migrate_database_url "$(dsn "$POSTGRES_USER" postgres_password)"

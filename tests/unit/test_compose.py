@@ -5,6 +5,7 @@ matches what the services need. The files are parsed and checked statically here
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 import yaml
 
 from services.bpjs_sync_worker.config import WorkerSettings
+from services.cancel_api.config import CancelApiSettings
+from services.notifier.config import NotifierSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -22,6 +25,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 KAFKA_POM = ROOT / "infra" / "kafka" / "pom.xml"
 KAFKA_SCRIPT = ROOT / "infra" / "compose" / "kafka.sh"
 INIT_SECRETS = ROOT / "infra" / "compose" / "init-secrets.sh"
+PROMETHEUS_CONFIG = ROOT / "ops" / "prometheus" / "prometheus.yml"
 
 # The app processes that run from the project image, with module and port.
 APP_SERVICES = {
@@ -32,6 +36,13 @@ APP_SERVICES = {
 SIMULATOR = "bpjs-simulator"
 SIMULATOR_MODULE, SIMULATOR_PORT = "services.bpjs_simulator", 8090
 INFRA_SERVICES = ("kafka", "postgres")
+# Where Prometheus finds each app service's /metrics: the ops port, or the worker's one port.
+METRICS_PORTS = {
+    "cancel-api": CancelApiSettings.model_fields["ops_port"].default,
+    "notifier": NotifierSettings.model_fields["ops_port"].default,
+    "bpjs-sync-worker": WorkerSettings.model_fields["port"].default,
+}
+OPS_PROFILE = ("prometheus", "grafana")
 ONE_SHOT = {"migrate": "shared.migrate", "topics": "shared.topics"}
 
 # The public configuration of the services (docs/SECURITY.md, README): .env.example names each.
@@ -84,6 +95,7 @@ SECRETS_OF = {
         "bpjs-credentials.json",
     },
     SIMULATOR: {"BPJS_SECRET_KEY", "BPJS_USER_KEY"},
+    "grafana": {"grafana_admin_password"},
 }
 ASSIGNMENT = re.compile(r"^\s*(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
 
@@ -362,3 +374,65 @@ def test_dockerignore_keeps_local_state_tests_and_secrets_out_of_the_image():
     assert expected <= ignored, sorted(expected - ignored)
     assert "__pycache__" in ignored or "**/__pycache__" in ignored
     assert ".env" in ignored and "secrets" in ignored
+
+
+def test_the_ops_profile_runs_prometheus_and_grafana_from_pinned_images_on_loopback(services):
+    entries = env_example_entries()
+    for name in OPS_PROFILE:
+        service = services[name]
+        assert service["profiles"] == ["ops"], f"{name} must start only with --profile ops"
+        image = re.fullmatch(r"\$\{([A-Z_]+):-([\w./-]+):(v?\d+\.\d+\.\d+)\}", service["image"])
+        assert image, f"{name}: {service['image']} is not an exact version behind a variable"
+        variable, repository, tag = image.groups()
+        assert entries[variable] == (f"{repository}:{tag}", True), variable
+        ports = [str(p) for p in service["ports"]]
+        assert ports and all(p.startswith("127.0.0.1:") for p in ports), ports
+        assert str(service["restart"]) == "unless-stopped"
+
+
+def test_grafana_takes_its_admin_password_from_a_secret_and_lets_no_anonymous_user_in(services):
+    grafana = services["grafana"]
+    env = environment_of(grafana)
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env
+    target = env["GF_SECURITY_ADMIN_PASSWORD__FILE"].removeprefix("/run/secrets/")
+    assert secret_targets(grafana)[target] == "grafana_admin_password"
+    assert "grafana_admin_password" in INIT_SECRETS.read_text()
+
+
+def test_prometheus_reads_the_config_and_rules_of_ops_prometheus(services):
+    prometheus = services["prometheus"]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in prometheus["volumes"]}
+    config = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    folder, _, file_name = config.removeprefix("--config.file=").rpartition("/")
+    assert mounts[folder] == "./ops/prometheus"
+    assert (ROOT / "ops" / "prometheus" / file_name) == PROMETHEUS_CONFIG
+    settings = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    assert settings["rule_files"] == ["alerts.yml"], "the alert rules, beside the config"
+    assert re.fullmatch(r"\d+[sm]", settings["global"]["evaluation_interval"])
+
+
+def test_prometheus_scrapes_every_app_service_where_it_serves_metrics(services):
+    settings = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    scraped = {}
+    for job in settings["scrape_configs"]:
+        if not job["job_name"].startswith("antrean-"):
+            continue  # Prometheus itself
+        (discovery,) = job["dns_sd_configs"]
+        (name,) = discovery["names"]
+        assert name in services, f"{job['job_name']}: no compose service {name}"
+        assert job["job_name"] == f"antrean-{name}"
+        scraped[name] = discovery["port"]
+    assert scraped == METRICS_PORTS
+    for name in ("cancel-api", "notifier"):
+        # set in compose, so that the ops port runs with APP_ENV=dev too
+        assert environment_of(services[name])["OPS_PORT"] == str(METRICS_PORTS[name]), name
+        assert environment_of(services[name])["OPS_HOST"] == "0.0.0.0", name
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool: Debian's prometheus package")
+def test_promtool_accepts_the_prometheus_config():
+    # The rule file's own checks are `promtool check rules` on ops/prometheus/alerts.yml.
+    check = ["promtool", "check", "config", "--syntax-only", str(PROMETHEUS_CONFIG)]
+    subprocess.run(check, check=True, capture_output=True)
