@@ -71,19 +71,19 @@ async def ticket_cancel_event_id(dsn: str, queue_id: int) -> str:
 async def test_bpjs_slower_than_the_lease_gets_one_batal_one_task_99_and_one_read_back(
     api, sim, start_worker, database, infra
 ):
-    """Two workers; every call takes 5.6 s, so one attempt (3 calls) outlasts the 15 s lease.
+    """Two workers; every call takes 7 s, so one attempt (3 calls) outlasts the 18 s lease.
     Before 875d7bd no lease was extended while calls ran (and no read-back existed): once the
     lease expired the other worker claimed the job and sent task 99 and getlisttask again."""
     slow = {
-        "BPJS_CONNECT_TIMEOUT_S": "1",
-        "BPJS_READ_TIMEOUT_S": "6",
+        "BPJS_CONNECT_TIMEOUT_S": "0.5",
+        "BPJS_READ_TIMEOUT_S": "8",  # 1 s more than each call's latency
         "SYNC_MAX_IN_FLIGHT": "1",
         "SYNC_RATE_PER_S": "100",
-        "SYNC_LEASE_S": "15",  # 2 * (1 + 6) + 1/100 = 14.01 at least
+        "SYNC_LEASE_S": "18",  # 2 * (0.5 + 8) + 1/100 = 17.01 at least
         "SYNC_FIRST_PHASE_S": "60",  # no warning while the slow attempt runs
     }
     for operation in ("batal", "updatewaktu", "getlisttask"):
-        sim.set_fault(f"antreanrs:{operation}", "latency", latency_ms=5600)
+        sim.set_fault(f"antreanrs:{operation}", "latency", latency_ms=7000)
     workers = [start_worker(WORKER_ID=f"w-lease-{i}", **slow) for i in (1, 2)]
     t = await cancel_bpjs(api, sim, "BK-SLOW")
     synced_topic, failed_topic = topics(api)
