@@ -200,6 +200,28 @@ def test_worker_refuses_an_unreadable_or_incomplete_credentials_file_naming_no_v
     assert_refused(proc, "bpjs-sync-worker", "BPJS_CREDENTIALS_FILE", "KLINIK-C", "secret_key")
 
 
+# Leases that cannot outlast two BPJS calls plus the rate-limit wait: a second worker could
+# claim a job whose calls are still running and send its cancellation again.
+SHORT_LEASES = {
+    "call_limit": {
+        "SYNC_LEASE_S": "11",  # < 2 * (1 + 5) + 1/100
+        "BPJS_CONNECT_TIMEOUT_S": "1",
+        "BPJS_READ_TIMEOUT_S": "5",
+        "SYNC_MAX_IN_FLIGHT": "1",
+        "SYNC_RATE_PER_S": "100",
+    },
+    "rate_wait": {"SYNC_MAX_IN_FLIGHT": "32", "SYNC_RATE_PER_S": "0.5"},  # default lease 60 s
+}
+
+
+@pytest.mark.parametrize("app_env", ["production", "test"])
+@pytest.mark.parametrize("case", sorted(SHORT_LEASES))
+def test_worker_refuses_a_lease_shorter_than_two_calls_and_the_rate_wait(case, app_env):
+    base = WORKER_OK if app_env == "production" else {"APP_ENV": "test"}
+    proc = run_service("services.bpjs_sync_worker", {**base, **SHORT_LEASES[case]})
+    assert_refused(proc, "bpjs-sync-worker", "SYNC_LEASE_S")
+
+
 @pytest.fixture
 async def production_login(infra, database) -> AsyncIterator[tuple[str, str]]:
     """A login of the API's and one of the worker's role with production-strength passwords
