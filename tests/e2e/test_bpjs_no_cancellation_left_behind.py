@@ -18,7 +18,7 @@ from tests.fixtures.infra import wait_until
 
 pytestmark = pytest.mark.e2e
 ADMIN = auth(token(perms=["manage bpjs sync"], user="u-admin", name="Admin"))
-REFUSED_TITLE = "Tindakan tidak dapat dilakukan pada status sinkronisasi ini"
+REFUSED_TITLE = "Status sinkronisasi BPJS tidak dapat diubah"
 
 
 @contextlib.asynccontextmanager
@@ -229,7 +229,7 @@ async def test_antreanfktp_jobs_are_not_confirmable_and_read_nothing_back(
     r = await api.client.get("/bpjs_sync", params={"status": "synced"}, headers=ADMIN)
     [item] = r.json()["items"]
     assert item["queue"]["id"] == qid
-    assert item["sync"].get("confirmable", False) is False
+    assert item["sync"]["confirmable"] is False
     job = (await sync_state(database, qid))["job"]
     assert job["confirmable"] is False and job["confirmed_at"] is None
     assert [r["route"] for r in sim.requests_log() if "/antrean/" in r["path"]] == [
