@@ -11,8 +11,9 @@ create table worker_status (
 grant select on worker_status to antrean_api;
 grant select, insert, update on worker_status to antrean_worker;
 
--- The status strip counts a clinic's dead letters (matched by their Kafka key, the queue id).
-grant select on dead_letter to antrean_api;
+-- The status strip counts a clinic's dead letters, matched by their Kafka key (the queue id):
+-- the key only, never the message itself.
+grant select (key) on dead_letter to antrean_api;
 
 -- The oldest unsynced cancellation, per clinic (worker gauges) and of one clinic (status).
 create index queue_ticket_unsynced_idx on queue_ticket (clinic_id, cancelled_at)

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from shared.config import API_DB_ROLE
 from tests.fixtures.api import auth, token
+from tests.fixtures.infra import role_dsn
 from tests.integration.test_bpjs_report import cancelled_at
 
 pytestmark = pytest.mark.integration
@@ -110,7 +112,7 @@ async def test_oldest_unsynced_counts_and_dead_letters_are_the_admins_clinic_onl
         ):  # fmt: skip
             await conn.execute(
                 'insert into dead_letter (consumer, topic, partition, "offset", key, value,'
-                " error) values ('g', 'queue-cancelled', 0, $1, $2, 'x', 'invalid')",
+                " reason, error) values ('g', 'queue-cancelled', 0, $1, $2, 'x', 'invalid', 'x')",
                 i,
                 key,
             )
@@ -131,3 +133,18 @@ async def test_oldest_unsynced_counts_and_dead_letters_are_the_admins_clinic_onl
     c = await status(api, "KLINIK-C")
     assert c["oldest_unsynced"] is None and c["dead_letters"] == 0
     assert c["counts"] == {"unsynced": 0, "failed": 0, "unconfirmed": 0}
+
+
+async def test_the_api_role_counts_dead_letters_by_key_but_cannot_read_their_messages(database):
+    conn = await asyncpg.connect(role_dsn(database, API_DB_ROLE))
+    try:
+        assert await conn.fetchval("select count(*) from dead_letter where key is not null") == 0
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch("select value from dead_letter")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(
+                "insert into worker_status (worker_id, breaker_state, breaker_since)"
+                " values ('api', 'closed', now())"
+            )
+    finally:
+        await conn.close()
