@@ -5,7 +5,6 @@ create table worker_status (
     worker_id     text primary key,
     breaker_state text not null check (breaker_state in ('closed', 'half_open', 'open')),
     breaker_since timestamptz not null,
-    started_at    timestamptz not null default now(),
     heartbeat_at  timestamptz not null default now()
 );
 grant select on worker_status to antrean_api;
