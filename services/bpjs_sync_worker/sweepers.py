@@ -12,10 +12,11 @@ from pydantic import ValidationError
 
 from services.bpjs_sync_worker import verify
 from services.bpjs_sync_worker.credentials import NoCredentials
+from services.bpjs_sync_worker.health import HealthReporter
 from services.bpjs_sync_worker.verify import TICKET_COLUMNS, Ticket
 from shared.clinics import ZoneCache, clinic_zone, day_bounds
 from shared.logging import get_logger
-from shared.sync_job import machine, store
+from shared.sync_job import health, machine, store
 from shared.sync_job.machine import Job, Step
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class Sweepers:
         self.pool.every(SCHEDULE_INTERVAL_S, self.schedule_days)
         self.pool.every(RECONCILE_INTERVAL_S, self.reconcile)
         self.pool.every(GAUGE_INTERVAL_S, self.unconfirmed)
+        HealthReporter(self.pool).register()
 
     async def orphans(self) -> None:
         """A job, from the ticket row, for every BPJS cancellation still pending long after its
@@ -192,13 +194,8 @@ class Sweepers:
 
     async def unconfirmed(self) -> None:
         async with self.pool.db.acquire() as conn:
-            rows = await conn.fetch(
-                "select clinic_id, count(*) as n from bpjs_sync_job where confirmable and ("
-                " (status = 'synced' and confirmed_at is null)"
-                " or (status in ('pending', 'failed') and last_error_kind = 'not_recorded'))"
-                " group by clinic_id"
-            )
-        now = {r["clinic_id"]: r["n"] for r in rows}
+            numbers = await health.clinics(conn)  # the admin's status strip counts the same
+        now = {clinic: n.unconfirmed for clinic, n in numbers.items() if n.unconfirmed}
         for clinic in self._gauge_clinics - now.keys():
             UNCONFIRMED.labels(clinic).set(0)
         for clinic, n in now.items():

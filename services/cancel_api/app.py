@@ -14,7 +14,16 @@ from services.cancel_api.context import ApiContext
 from services.cancel_api.errors import install_handlers
 from services.cancel_api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from services.cancel_api.openapi import install_openapi
-from services.cancel_api.routes import admin, cancel, ops, outbox_admin, report, tickets, ui
+from services.cancel_api.routes import (
+    admin,
+    cancel,
+    ops,
+    outbox_admin,
+    report,
+    sync_status,
+    tickets,
+    ui,
+)
 from services.cancel_api.schemas import CancelRequest, RegisterRequest, ResolveRequest
 from shared.auth import TokenVerifier
 from shared.db import create_pool
@@ -87,6 +96,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(report.router)
     app.include_router(outbox_admin.router)
+    app.include_router(sync_status.router)
     install_openapi(
         app,
         models=(CancelRequest, RegisterRequest, ResolveRequest),

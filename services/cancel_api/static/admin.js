@@ -2,6 +2,7 @@
 import { ApiError } from "./api.js";
 import { t } from "./i18n.js";
 import { ReportView, errorText } from "./report.js";
+import { StatusStrip } from "./status.js";
 import { el, formatTime, toast } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
@@ -12,18 +13,26 @@ export class AdminView {
     this.items = [];
     this.visible = false;
     $("admin-filter").onchange = () => this.load();
-    $("admin-refresh").onclick = () => this.load();
+    $("admin-refresh").onclick = () => {
+      this.status.refresh();
+      this.load();
+    };
     this.report = new ReportView(api);
+    this.status = new StatusStrip(api);
   }
 
   show() {
     this.visible = true;
+    this.status.refresh();
     this.load();
     this.report.load();
   }
 
   changed() {
-    if (this.visible && !$("admin-view").hidden) this.load();
+    if (this.visible && !$("admin-view").hidden) {
+      this.status.refresh();
+      this.load();
+    }
   }
 
   async load() {
@@ -58,6 +67,7 @@ export class AdminView {
 
   render() {
     this.report.render();
+    this.status.render();
     const body = $("admin-table").querySelector("tbody");
     body.replaceChildren(...this.items.map((item) => this.row(item)));
     $("admin-empty").hidden = this.items.length > 0;

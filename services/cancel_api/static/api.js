@@ -101,6 +101,10 @@ export class Api {
     return { blob: await response.blob(), name };
   }
 
+  syncStatus() {
+    return this.request("GET", "/bpjs_sync/status");
+  }
+
   outboxQuarantined() {
     return this.request("GET", "/outbox/quarantined");
   }
