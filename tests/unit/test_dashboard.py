@@ -21,11 +21,6 @@ SOURCES = (ROOT / "services", ROOT / "shared")
 # Metrics that other parts of issue 14 add to the services, with their labels. The coordinator
 # empties this once those parts are merged: from then on the code is the only source.
 ARRIVING_METRICS: dict[str, frozenset[str]] = {
-    "bpjs_sync_oldest_unsynced_age_seconds": frozenset({"clinic_id"}),
-    "bpjs_sync_failed_jobs": frozenset({"clinic_id"}),
-    "bpjs_sync_jobs_due": frozenset(),
-    "bpjs_dead_letters": frozenset(),
-    "bpjs_breaker_state_since_timestamp_seconds": frozenset(),
     "kafka_consumer_lag": frozenset({"group", "topic"}),
     "service_ready": frozenset({"service"}),
 }
