@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 
@@ -61,3 +62,29 @@ async def test_the_gauge_turns_ready_soon_after_the_checks_pass():
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_with_two_api_workers_the_ops_port_reports_one_readiness(
+    spawn, database, infra, topic_prefix
+):
+    port, ops = free_port(), free_port()
+    env = api_env(
+        database,
+        infra.kafka_for("api"),
+        topic_prefix,
+        CANCEL_API_PORT=str(port),
+        OPS_PORT=str(ops),
+        CANCEL_API_WORKERS="2",
+    )
+    spawn("services.cancel_api", env, f"http://127.0.0.1:{port}/healthz")
+
+    def lines() -> list[str]:
+        text = httpx.get(f"http://127.0.0.1:{ops}/metrics", timeout=10).text
+        return [line for line in text.splitlines() if line.startswith("service_ready{")]
+
+    # The least of the live workers' values (multiprocess mode livemin): one series, no pid.
+    await wait_until(
+        lambda: lines() == ['service_ready{service="cancel-api"} 1.0'],
+        timeout=30,
+        what="one ready series",
+    )
