@@ -28,6 +28,7 @@ status:
 # pytest exit code 5 ("no tests ran") counts as a failure.
 test: venv kafka-jars
 	@bash infra/browser.sh ensure
+	@bash infra/prometheus.sh ensure
 	@APP_ENV=test $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
 
 lint: venv

@@ -16,12 +16,19 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
+    Gauge,
     generate_latest,
     start_http_server,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+
+READY_HELP = "1 while the service's readiness checks (those of /readyz) pass, else 0"
+# livemin: with several API worker processes, one that is not ready makes the service not ready.
+SERVICE_READY = Gauge("service_ready", READY_HELP, ["service"], multiprocess_mode="livemin")
+READINESS_INTERVAL_S = 15.0
+READINESS_RETRY_S = 2.0
 
 
 async def run_checks(
@@ -45,6 +52,21 @@ async def readiness(
     results = await run_checks({**checks, **(reported or {})})
     ok = all(results[name] for name in checks)
     return ok, {"status": "ready" if ok else "not_ready", "checks": results}
+
+
+async def publish_readiness(
+    checks: Mapping[str, ReadinessCheck],
+    ready: Gauge,
+    *,
+    interval_s: float = READINESS_INTERVAL_S,
+    retry_s: float = READINESS_RETRY_S,
+) -> None:
+    """Until cancelled: run the readiness checks and set `ready` (a gauge child) to 1 or 0,
+    every `interval_s`, or every `retry_s` while not ready (a restart is seen ready at once)."""
+    while True:
+        ok, _ = await readiness(checks)
+        ready.set(1 if ok else 0)
+        await asyncio.sleep(interval_s if ok else min(retry_s, interval_s))
 
 
 def ops_router(

@@ -15,10 +15,9 @@ from typing import Any
 
 import asyncpg
 import faust
-from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import Counter
 
-from services.bpjs_sync_worker import jobs, verify
+from services.bpjs_sync_worker import jobs, ops, verify
 from services.bpjs_sync_worker.config import WorkerSettings
 from services.bpjs_sync_worker.pool import JobPool
 from services.bpjs_sync_worker.sweepers import Sweepers
@@ -32,7 +31,7 @@ from shared.events import (
     decode_event,
 )
 from shared.events.envelope import UnknownEventError
-from shared.kafka import KafkaConfig, ensure_topics, kafka_reachable
+from shared.kafka import KafkaConfig, ensure_topics
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 from shared.sync_job import machine, store
@@ -51,6 +50,7 @@ class Runtime:
     task: asyncio.Task[None] | None = None
     relay: OutboxRelay | None = None
     relay_task: asyncio.Task[None] | None = None
+    gauges: ops.Gauges | None = None
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.started = asyncio.Event()
@@ -83,6 +83,7 @@ def create_worker(settings: WorkerSettings) -> faust.App:
         datadir=f"/tmp/faust-{settings.consumer_group}",  # noqa: S108 - memory store only
     )
     rt = Runtime(settings)
+    ready = ops.checks(settings, lambda: rt.db, lambda: rt.task)
     topic = app.topic(settings.topic(TOPIC_QUEUE_CANCELLED), value_type=bytes, key_type=bytes)
 
     @app.agent(topic, concurrency=1)
@@ -94,6 +95,8 @@ def create_worker(settings: WorkerSettings) -> faust.App:
     async def start_pool() -> None:
         # faust (mode) installs its own log format when the worker starts: put ours back.
         configure_logging("bpjs-sync-worker", settings.log_level, stream=sys.__stderr__)
+        rt.gauges = ops.Gauges(settings, ready)
+        rt.gauges.start()  # service_ready is 0 until the database answers and the pool runs
         rt.db = await _connect(settings)
         rt.client = BpjsClient(
             settings.base_url,
@@ -124,13 +127,15 @@ def create_worker(settings: WorkerSettings) -> faust.App:
         if rt.relay is not None and rt.relay_task is not None:
             rt.relay.stop()  # after the pool: the last results are still published
             await asyncio.gather(rt.relay_task, return_exceptions=True)
+        if rt.gauges is not None:
+            await rt.gauges.stop()
         if rt.client is not None:
             await rt.client.aclose()
         if rt.db is not None:
             await rt.db.close()
         log.info("worker_stopped")
 
-    _pages(app, rt, settings)
+    ops.pages(app, ready)
     return app
 
 
@@ -273,29 +278,3 @@ async def _dead_letter(
             await jobs.record_dead_letter(own, *args)
     RECEIVED.labels(reason).inc()
     log.error("dead_letter", topic=message.topic, offset=message.offset, reason=reason, error=error)
-
-
-def _pages(app: faust.App, rt: Runtime, settings: WorkerSettings) -> None:
-    @app.page("/healthz")
-    async def healthz(view: View, _: Request) -> Response:
-        return view.json({"status": "ok"})
-
-    @app.page("/readyz")
-    async def readyz(view: View, _: Request) -> Response:
-        db_ok = False
-        if rt.db is not None:
-            try:
-                async with rt.db.acquire(timeout=2) as conn:
-                    db_ok = bool(await conn.fetchval("select 1"))
-            except Exception:
-                db_ok = False
-        kafka_ok = await kafka_reachable(KafkaConfig.from_settings(settings))
-        pool_ok = rt.task is not None and not rt.task.done()
-        checks = {"database": db_ok, "kafka": kafka_ok, "job_pool": pool_ok}
-        ok = all(checks.values())
-        body = {"status": "ready" if ok else "not_ready", "checks": checks}
-        return view.json(body, status=200 if ok else 503)
-
-    @app.page("/metrics")
-    async def metrics(view: View, _: Request) -> Response:
-        return view.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -31,6 +31,7 @@ from shared.events import TOPIC_QUEUE_CANCELLED
 from shared.kafka import KafkaConfig
 from shared.logging import get_logger
 from shared.outbox import OutboxRelay
+from shared.service_kit import SERVICE_READY, publish_readiness
 
 log = get_logger(__name__)
 
@@ -56,6 +57,8 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
             reset_session=False,
         )
         tasks = [asyncio.create_task(_housekeeping(ctx.pool, settings))]
+        ready = SERVICE_READY.labels("cancel-api")
+        tasks.append(asyncio.create_task(publish_readiness(ops.checks(ctx)[0], ready)))
         if settings.outbox_relay_enabled:
             # Only queue-cancelled: the API's principal may write nothing else.
             kafka = KafkaConfig.from_settings(settings)
@@ -71,6 +74,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
             if ctx.relay is not None:
                 ctx.relay.stop()
             tasks[0].cancel()
+            tasks[1].cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await ctx.pool.close()
 

@@ -50,6 +50,7 @@ from shared.auth import (
     TokenVerifier,
 )
 from shared.logging import get_logger
+from shared.service_kit import publish_readiness
 
 log = get_logger(__name__)
 
@@ -139,11 +140,14 @@ class Notifier:
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[None]:
         task = asyncio.create_task(self._consume())
+        ready = self.metrics.ready.labels("notifier")
+        gauge = asyncio.create_task(publish_readiness(self.ops.checks, ready))
         try:
             yield
         finally:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            gauge.cancel()
+            await asyncio.gather(task, gauge, return_exceptions=True)
             await self.source.stop()
 
     # -- plain HTTP: health, readiness, metrics --------------------------------------------

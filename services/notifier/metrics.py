@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.service_kit import READY_HELP
+
 
 class NotifierMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -43,6 +45,7 @@ class NotifierMetrics:
         self.connections = Gauge(
             "notifier_connections", "Open websocket connections (authenticated or not)", registry=r
         )
+        self.ready = Gauge("service_ready", READY_HELP, ["service"], registry=r)
         self._sent_by_type: dict[str, Counter] = {}
 
     def sent_of(self, kind: str) -> Counter:
