@@ -16,6 +16,7 @@ from services.cancel_api.middleware import BodyLimitMiddleware, RequestContextMi
 from services.cancel_api.openapi import install_openapi
 from services.cancel_api.routes import admin, cancel, ops, outbox_admin, report, tickets, ui
 from services.cancel_api.schemas import CancelRequest, RegisterRequest, ResolveRequest
+from shared import tracing
 from shared.auth import TokenVerifier
 from shared.db import create_pool
 from shared.events import TOPIC_QUEUE_CANCELLED
@@ -74,6 +75,9 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url="/redoc" if settings.docs_enabled else None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
+        # The request span is RequestContextMiddleware's (shared.tracing): FastAPI's own
+        # telemetry would add a second one if a global OpenTelemetry provider were set.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
     app.state.settings = settings
@@ -112,4 +116,5 @@ async def _housekeeping(pool: asyncpg.Pool, settings: CancelApiSettings) -> None
 
 
 def create_app_from_env() -> FastAPI:
+    tracing.configure("cancel-api")  # in each uvicorn worker process
     return create_app(CancelApiSettings())
