@@ -15,6 +15,7 @@ from shared import tracing
 from shared.events import decode_event
 from shared.kafka import KafkaConfig
 from shared.tracing import parse_traceparent
+from tests.fixtures.api import auth, token
 from tests.fixtures.infra import wait_until
 
 pytestmark = pytest.mark.integration
@@ -133,3 +134,23 @@ async def test_without_opentelemetry_the_trace_still_reaches_the_outbox_and_the_
     assert answered is not None and stored is not None
     assert answered.trace_id_hex == stored.trace_id_hex == TRACE
     assert len({answered.span_id, stored.span_id, int("b7ad6b7169203331", 16)}) == 3
+
+
+async def test_a_job_an_admin_creates_without_its_event_continues_the_cancels_trace(api, database):
+    """No worker runs here: the admin's retry makes the job from the ticket row, and the job
+    takes the trace of the ticket's outbox row."""
+    t = await api.register(payer="BPJS", bpjs={"booking_code": "TRACE-4"})
+    assert (await api.cancel(t["id"], headers={"traceparent": CALLER})).status_code == 200
+    admin = auth(token(perms=["manage bpjs sync"], user="u-admin", name="Admin"))
+    r = await api.client.post(f"/bpjs_sync/{t['id']}/retry", headers=admin)
+    assert r.status_code == 202, r.text
+    conn = await asyncpg.connect(database)
+    try:
+        job = await conn.fetchrow(
+            "select origin, traceparent from bpjs_sync_job where queue_id = $1", t["id"]
+        )
+    finally:
+        await conn.close()
+    assert job["origin"] == "admin"
+    assert job["traceparent"] == await outbox_traceparent(database, t["id"])
+    assert job["traceparent"].startswith(f"00-{TRACE}-")
