@@ -14,8 +14,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -155,42 +154,54 @@ def _resolve(parent: TraceParent | str | bytes | None) -> TraceParent | None:
     return parse_traceparent(parent)
 
 
-@contextmanager
-def span(
-    name: str,
-    *,
-    parent: TraceParent | str | bytes | None = _INHERIT,
-    kind: SpanKind = SpanKind.INTERNAL,
-    attributes: Mapping[str, Any] | None = None,
-    expected: tuple[type[BaseException], ...] = (),
-) -> Iterator[ActiveSpan]:
+class span:  # lowercase: used like a function, `with tracing.span(...) as s:`
     """A child of `parent` (default: the current span; None or an invalid value: a new trace)
     made current for the block. An exception leaving it marks the span failed unless it is one
-    of `expected` (a refusal the caller answers, such as a 409)."""
-    up = _resolve(parent)
-    tracer = _tracer
-    if tracer is None:
-        context = TraceParent(
-            up.trace_id if up else _new_id(128), _new_id(64), up.flags if up else SAMPLED
-        )
-        active = ActiveSpan(context)
-    else:
-        attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
-        otel = tracer.start_span(name, context=_otel_context(up), kind=kind, attributes=attrs)
-        sc = otel.get_span_context()
-        active = ActiveSpan(TraceParent(sc.trace_id, sc.span_id, int(sc.trace_flags)), otel)
-    token = _CURRENT.set(active)
-    try:
-        yield active
-    except BaseException as exc:
-        if active.otel is not None and not isinstance(exc, expected):
-            active.otel.record_exception(exc)
-            active.fail(type(exc).__name__)
-        raise
-    finally:
-        _CURRENT.reset(token)
-        if active.otel is not None:
-            active.otel.end()
+    of `expected` (a refusal the caller answers, such as a 409). A class rather than a
+    generator-based context manager: it runs on every request of the hot paths."""
+
+    __slots__ = ("_active", "_expected", "_token")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        parent: TraceParent | str | bytes | None = _INHERIT,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+        expected: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        up = _resolve(parent)
+        tracer = _tracer
+        if tracer is None:
+            context = TraceParent(
+                up.trace_id if up else _new_id(128), _new_id(64), up.flags if up else SAMPLED
+            )
+            self._active = ActiveSpan(context)
+        else:
+            attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
+            otel = tracer.start_span(name, context=_otel_context(up), kind=kind, attributes=attrs)
+            sc = otel.get_span_context()
+            self._active = ActiveSpan(
+                TraceParent(sc.trace_id, sc.span_id, int(sc.trace_flags)), otel
+            )
+        self._expected = expected
+
+    def __enter__(self) -> ActiveSpan:
+        self._token = _CURRENT.set(self._active)
+        return self._active
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: Any
+    ) -> None:
+        _CURRENT.reset(self._token)
+        otel = self._active.otel
+        if otel is None:
+            return
+        if exc is not None and not isinstance(exc, self._expected):
+            otel.record_exception(exc)
+            self._active.fail(type(exc).__name__)
+        otel.end()
 
 
 def record_span(
