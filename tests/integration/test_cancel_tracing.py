@@ -154,3 +154,13 @@ async def test_a_job_an_admin_creates_without_its_event_continues_the_cancels_tr
     assert job["origin"] == "admin"
     assert job["traceparent"] == await outbox_traceparent(database, t["id"])
     assert job["traceparent"].startswith(f"00-{TRACE}-")
+
+
+async def test_the_api_document_declares_traceparent_and_traceresponse_on_every_operation(api):
+    doc = (await api.client.get("/openapi.json")).json()
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            names = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+            assert "traceparent" in names, (method, path)
+            for status, response in operation["responses"].items():
+                assert "traceresponse" in response["headers"], (method, path, status)
