@@ -10,6 +10,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from shared import tracing
+
 _SECRET_KEY = re.compile(
     r"(secret|password|passwd|token|signature|user_key|authorization|cookie|dsn|database_url)",
     re.IGNORECASE,
@@ -38,6 +40,18 @@ def redact_secrets(
     return event_dict
 
 
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the current trace's `trace_id` and `span_id` (shared.tracing)."""
+    active = tracing.current()
+    if active is not None:
+        tp = active.traceparent
+        event_dict.setdefault("trace_id", f"{tp.trace_id:032x}")
+        event_dict.setdefault("span_id", f"{tp.span_id:016x}")
+    return event_dict
+
+
 def configure_logging(
     service: str, level: str = "INFO", *, json: bool | None = None, stream: TextIO | None = None
 ) -> None:
@@ -46,6 +60,7 @@ def configure_logging(
     use_json = (not out.isatty()) if json is None else json
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

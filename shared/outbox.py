@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import Counter, Gauge
 
+from shared import tracing
 from shared.events import CloudEvent, encode_event
 from shared.kafka import KafkaConfig, make_producer
 from shared.logging import get_logger
@@ -52,7 +53,7 @@ with batch as (
     where published_at is null and quarantined_at is null and topic = any($2::text[])
     order by id limit $1 for update skip locked
 )
-select o.id, o.event_id, o.topic, o.kafka_key, o.payload from outbox o
+select o.id, o.event_id, o.topic, o.kafka_key, o.payload, o.traceparent from outbox o
 join batch b on b.id = o.id
 where not exists (
     select 1 from outbox e
@@ -63,7 +64,7 @@ where not exists (
 order by o.id
 """
 _LOCK_ONE_SQL = """
-select id, event_id, topic, kafka_key, payload from outbox
+select id, event_id, topic, kafka_key, payload, traceparent from outbox
 where id = $1 and published_at is null and quarantined_at is null for update skip locked
 """
 _MARK_SQL = "update outbox set published_at = clock_timestamp() where id = any($1::bigint[])"
@@ -80,20 +81,51 @@ select (select count(*) from outbox where published_at is null and quarantined_a
 # The columns an event row is written with (as in `add_to_outbox`), and their values
 # (`outbox_values`): callers that write the row as part of a larger statement use both, so
 # every row has the same shape.
-OUTBOX_INSERT_COLUMNS = "event_id, topic, kafka_key, event_type, payload"
+OUTBOX_INSERT_COLUMNS = "event_id, topic, kafka_key, event_type, payload, traceparent"
+OutboxValues = tuple[str, str, str, str, bytes, str | None]
 
 
-def outbox_values(topic: str, event: CloudEvent) -> tuple[str, str, str, str, bytes]:
-    """(event_id, topic, kafka_key, event_type, payload) of the outbox row of `event`."""
-    return event.id, topic, str(event.data["queue_id"]), event.type, encode_event(event)
+def outbox_values(topic: str, event: CloudEvent) -> OutboxValues:
+    """(event_id, topic, kafka_key, event_type, payload, traceparent) of the row of `event`."""
+    key = str(event.data["queue_id"])
+    return event.id, topic, key, event.type, encode_event(event), event.traceparent
 
 
 async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: CloudEvent) -> None:
     """Write one event row inside the caller's open transaction (a trigger sends NOTIFY)."""
     await conn.execute(
-        f"insert into outbox ({OUTBOX_INSERT_COLUMNS}) values ($1, $2, $3, $4, $5)",  # noqa: S608
+        f"insert into outbox ({OUTBOX_INSERT_COLUMNS}) values ($1, $2, $3, $4, $5, $6)",  # noqa: S608
         *outbox_values(topic, event),
     )
+
+
+def _headers(row: asyncpg.Record) -> list[tuple[str, bytes]] | None:
+    """The record's Kafka headers: the event's `traceparent`, for tools that read headers."""
+    tp = row["traceparent"]
+    return None if tp is None else [("traceparent", tp.encode())]
+
+
+def _published(rows: Sequence[asyncpg.Record], started_ns: int) -> None:
+    """Count rows acknowledged by Kafka; with tracing on, a publish span in each row's trace."""
+    for r in rows:
+        OUTBOX_PUBLISHED.labels(r["topic"]).inc()
+        if r["traceparent"] is not None and tracing.enabled():
+            tracing.record_span(
+                f"publish {r['topic']}",
+                r["traceparent"],
+                start_ns=started_ns,
+                kind=tracing.SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": r["topic"],
+                    "messaging.message.id": str(r["event_id"]),
+                    "queue_id": _queue_id(r["kafka_key"]),
+                },
+            )
+
+
+def _queue_id(key: str) -> int | str:
+    return int(key) if key.isdigit() else key
 
 
 class OutboxRelay:
@@ -154,6 +186,7 @@ class OutboxRelay:
     async def publish_once(self) -> int:
         """Claim a batch, publish it in id order, mark it published; returns rows published."""
         assert self._producer is not None
+        started = tracing.now_ns()
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 rows = await conn.fetch(_CLAIM_SQL, self._batch, self._topics)
@@ -161,8 +194,7 @@ class OutboxRelay:
                     await self._send_all(rows)
                     await conn.execute(_MARK_SQL, [r["id"] for r in rows])
             published = len(rows)
-            for r in rows:
-                OUTBOX_PUBLISHED.labels(r["topic"]).inc()
+            _published(rows, started)
         except BatchRefused as refused:
             published = await self._isolate(refused.rows, refused.failed)
         if time.monotonic() - self._gauges_at >= GAUGE_INTERVAL_S:  # a query: not every batch
@@ -181,7 +213,10 @@ class OutboxRelay:
         for r in rows:
             try:
                 fut = await self._producer.send(
-                    r["topic"], bytes(r["payload"]), key=r["kafka_key"].encode()
+                    r["topic"],
+                    bytes(r["payload"]),
+                    key=r["kafka_key"].encode(),
+                    headers=_headers(r),
                 )
             except Exception as exc:  # refused before sending, e.g. over max_request_size
                 if not is_refusal(exc):
@@ -209,6 +244,7 @@ class OutboxRelay:
         first refused row (per-key order) until that row is published or quarantined."""
         # The refused batch left the idempotent producer's sequence numbers ahead of the broker's.
         await self._restart_producer()
+        started = tracing.now_ns()
         proven = {r["topic"] for r in rows if r["id"] not in failed}
         blocked: set[tuple[str, str]] = set()
         delivered: list[asyncpg.Record] = []
@@ -229,8 +265,7 @@ class OutboxRelay:
                     _MARK_SQL + " and published_at is null and quarantined_at is null",
                     [r["id"] for r in delivered],
                 )
-            for r in delivered:
-                OUTBOX_PUBLISHED.labels(r["topic"]).inc()
+            _published(delivered, started)
         return published + len(delivered)
 
     async def _publish_alone(self, row_id: int, proven: set[str]) -> bool:
@@ -238,13 +273,17 @@ class OutboxRelay:
         published (refused, or held by another relay)."""
         assert self._producer is not None
         refused = False
+        started = tracing.now_ns()
         async with self._pool.acquire() as conn, conn.transaction():
             r = await conn.fetchrow(_LOCK_ONE_SQL, row_id)
             if r is None:
                 return False
             try:
                 fut = await self._producer.send(
-                    r["topic"], bytes(r["payload"]), key=r["kafka_key"].encode()
+                    r["topic"],
+                    bytes(r["payload"]),
+                    key=r["kafka_key"].encode(),
+                    headers=_headers(r),
                 )
                 await asyncio.wait_for(fut, SETTLE_TIMEOUT_S)
             except TimeoutError as exc:
@@ -259,7 +298,7 @@ class OutboxRelay:
         if refused:  # committed first: a failed restart must not undo the count
             await self._restart_producer()
             return False
-        OUTBOX_PUBLISHED.labels(r["topic"]).inc()
+        _published([r], started)
         proven.add(r["topic"])
         return True
 

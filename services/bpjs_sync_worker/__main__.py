@@ -6,6 +6,7 @@ import sys
 from services.bpjs_sync_worker.config import DEV_BPJS_SECRETS, WorkerSettings
 from services.bpjs_sync_worker.credentials import CredentialBook, CredentialsError
 from services.bpjs_sync_worker.worker import create_worker, wait_for_topics
+from shared import tracing
 from shared.config import load_settings, refuse_to_start, secret_problem
 from shared.logging import configure_logging
 
@@ -36,6 +37,7 @@ def check_credentials_file(settings: WorkerSettings) -> None:
 def main() -> None:
     settings = load_settings(WorkerSettings, SERVICE)  # production refuses bad settings
     configure_logging(SERVICE, settings.log_level)
+    tracing.configure(SERVICE)
     check_credentials_file(settings)
     # faust silently ignores a topic missing when it subscribes (seen when the broker restarted
     # at that moment) and then never consumes it: make sure the topic exists first.

@@ -21,7 +21,7 @@ from services.bpjs_sync_worker import jobs, results, verify
 from services.bpjs_sync_worker.breaker import CircuitBreaker
 from services.bpjs_sync_worker.config import WorkerSettings
 from services.bpjs_sync_worker.credentials import CredentialBook, NoCredentials
-from services.bpjs_sync_worker.syncer import Syncer
+from services.bpjs_sync_worker.syncer import Syncer, traced_attempt
 from services.bpjs_sync_worker.verify import Ticket
 from shared.bpjs import BpjsClient, BpjsCredentials
 from shared.events import TOPIC_BPJS_SYNC_FAILED, TOPIC_BPJS_SYNCED
@@ -142,7 +142,7 @@ class JobPool:
         async with self.db.acquire() as conn:
             claimed = await jobs.claim_due(conn, self.owner, allowed, self.settings.lease_s)
         for job in claimed:
-            task = asyncio.create_task(self._plan(job))
+            task = asyncio.create_task(traced_attempt(job, self._plan(job)))
             self._running[task] = job["queue_id"]
             task.add_done_callback(self._done)
         IN_FLIGHT.set(len(self._running))

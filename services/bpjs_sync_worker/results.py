@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from shared import tracing
 from shared.events import BpjsSyncedData, BpjsSyncFailedData, CancelledBy, CloudEvent, new_event
 from shared.sync_job.machine import Change
 
@@ -26,7 +27,8 @@ def _ids(job: Any) -> dict[str, Any]:
 
 
 def build(job: Any, change: Change, now: datetime) -> CloudEvent:
-    """The event `change.emit` names, for the job row `job` (as it was before the change)."""
+    """The event `change.emit` names, for the job row `job` (as it was before the change), in
+    the trace of the current span (an attempt), else of the job (a warning from a sweeper)."""
     assert change.emit is not None
     call = change.attempt
     code = call.code if call is not None else job["last_bpjs_code"]
@@ -51,4 +53,5 @@ def build(job: Any, change: Change, now: datetime) -> CloudEvent:
             will_retry=change.emit.will_retry,
             failed_at=now,
         )
-    return new_event(data, source=SOURCE)
+    traceparent = tracing.current_traceparent() or job.get("traceparent")
+    return new_event(data, source=SOURCE, traceparent=traceparent)

@@ -15,12 +15,14 @@ from typing import Any
 
 import asyncpg
 import faust
+import structlog
 from prometheus_client import Counter
 
 from services.bpjs_sync_worker import jobs, ops, verify
 from services.bpjs_sync_worker.config import WorkerSettings
 from services.bpjs_sync_worker.pool import JobPool
 from services.bpjs_sync_worker.sweepers import Sweepers
+from shared import tracing
 from shared.bpjs import BpjsClient
 from shared.db import create_pool
 from shared.events import (
@@ -209,35 +211,56 @@ async def _record(rt: Runtime, settings: WorkerSettings, message: Any) -> None:
         RECEIVED.labels("not_bpjs").inc()  # nothing to send to BPJS, whatever the row says
         return
     ids = {"queue_id": data.queue_id, "event_clinic_id": data.clinic_id, "event_id": cloud.id}
-    try:
-        async with rt.db.acquire() as conn:
-            ticket = await jobs.fetch_ticket(conn, data.queue_id)
-            problems = (
-                None if ticket is None else verify.mismatches(ticket, data, settings.bpjs_service)
-            )
-            if ticket is None or problems:
-                reason = verify.UNKNOWN_TICKET if ticket is None else verify.EVENT_MISMATCH
-                verify.security_event(
-                    reason,
-                    stage="record",
-                    **ids,
-                    ticket_clinic_id=ticket and ticket.clinic_id,
-                    fields=problems or [],
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
+    # The job keeps this span's context: its attempts continue the cancel's trace.
+    with (
+        tracing.span(
+            "record QueueCancelled",
+            parent=cloud.traceparent,
+            kind=tracing.SpanKind.CONSUMER,
+            attributes={"queue_id": data.queue_id, "messaging.message.id": cloud.id},
+        ),
+        structlog.contextvars.bound_contextvars(queue_id=data.queue_id),
+    ):
+        try:
+            async with rt.db.acquire() as conn:
+                ticket = await jobs.fetch_ticket(conn, data.queue_id)
+                problems = (
+                    None
+                    if ticket is None
+                    else verify.mismatches(ticket, data, settings.bpjs_service)
                 )
-                detail = f"{reason}: " + (", ".join(problems) if problems else "no such ticket")
-                await _dead_letter(rt, settings, message, reason, detail, conn=conn)
-                return
-            job = machine.new_job(
-                datetime.now(UTC), rt.policy, confirmable=rt.plan.confirmable(settings.bpjs_service)
-            )
-            created = await store.insert(conn, data, cloud.id, job, service=settings.bpjs_service)
-    except asyncpg.DataError as exc:
-        # Text PostgreSQL cannot store (e.g. NUL): retrying would block the partition forever.
-        await _dead_letter(rt, settings, message, verify.INVALID, f"not storable: {exc}"[:300])
-        return
+                if ticket is None or problems:
+                    reason = verify.UNKNOWN_TICKET if ticket is None else verify.EVENT_MISMATCH
+                    verify.security_event(
+                        reason,
+                        stage="record",
+                        **ids,
+                        ticket_clinic_id=ticket and ticket.clinic_id,
+                        fields=problems or [],
+                        topic=message.topic,
+                        partition=message.partition,
+                        offset=message.offset,
+                    )
+                    detail = f"{reason}: " + (", ".join(problems) if problems else "no such ticket")
+                    await _dead_letter(rt, settings, message, reason, detail, conn=conn)
+                    return
+                job = machine.new_job(
+                    datetime.now(UTC),
+                    rt.policy,
+                    confirmable=rt.plan.confirmable(settings.bpjs_service),
+                )
+                created = await store.insert(
+                    conn,
+                    data,
+                    cloud.id,
+                    job,
+                    service=settings.bpjs_service,
+                    traceparent=tracing.current_traceparent(),
+                )
+        except asyncpg.DataError as exc:
+            # Text PostgreSQL cannot store (e.g. NUL): retrying would block the partition forever.
+            await _dead_letter(rt, settings, message, verify.INVALID, f"not storable: {exc}"[:300])
+            return
     RECEIVED.labels("recorded" if created else "duplicate").inc()
     if created and rt.pool is not None:
         rt.pool.wake.set()

@@ -25,6 +25,7 @@ from services.cancel_api.routes import (
     ui,
 )
 from services.cancel_api.schemas import CancelRequest, RegisterRequest, ResolveRequest
+from shared import tracing
 from shared.auth import TokenVerifier
 from shared.db import create_pool
 from shared.events import TOPIC_QUEUE_CANCELLED
@@ -87,6 +88,9 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url="/redoc" if settings.docs_enabled else None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
+        # The request span is RequestContextMiddleware's (shared.tracing): FastAPI's own
+        # telemetry would add a second one if a global OpenTelemetry provider were set.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
     app.state.settings = settings
@@ -126,4 +130,5 @@ async def _housekeeping(pool: asyncpg.Pool, settings: CancelApiSettings) -> None
 
 
 def create_app_from_env() -> FastAPI:
+    tracing.configure("cancel-api")  # in each uvicorn worker process
     return create_app(CancelApiSettings())

@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids and logging context, metrics, and the request body size limit."""
+"""ASGI middleware: request ids, trace context and logging context, metrics, and the request
+body size limit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.cancel_api.errors import Problem, problem_response
+from shared import tracing
 
 HTTP_LATENCY = Histogram(
     "http_request_duration_seconds",
@@ -48,7 +50,9 @@ def _latency_child(method: str, route: str, status: int) -> Any:
 
 
 class RequestContextMiddleware:
-    """Gives every request an id (X-Request-ID in and out) bound into every log line."""
+    """Gives every request an id (X-Request-ID in and out) bound into every log line, and a span
+    of the caller's trace (a valid `traceparent`; anything else starts a new trace) whose
+    context goes back in `traceresponse`."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -64,21 +68,33 @@ class RequestContextMiddleware:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = {"code": 500}
+        method = scope["method"]
+        with tracing.span(
+            method,
+            parent=tracing.parse_traceparent(headers.get(b"traceparent")),
+            kind=tracing.SpanKind.SERVER,
+            attributes={"http.request.method": method, "request_id": request_id},
+        ) as span:
+            trace_header = str(span.traceparent).encode()
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
-            await send(message)
+            async def send_with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                    message.setdefault("headers", []).extend(
+                        ((b"x-request-id", request_id.encode()), (b"traceresponse", trace_header))
+                    )
+                await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            _latency_child(scope["method"], path, status["code"]).observe(
-                time.perf_counter() - started
-            )
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                route = scope.get("route")
+                path = getattr(route, "path", "unmatched")
+                _latency_child(method, path, status["code"]).observe(time.perf_counter() - started)
+                span.rename(f"{method} {path}")
+                span.set(**{"http.route": path, "http.response.status_code": status["code"]})
+                if status["code"] >= 500:
+                    span.fail(f"HTTP {status['code']}")
 
 
 class BodyLimitMiddleware:

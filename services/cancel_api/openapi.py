@@ -134,13 +134,24 @@ _REQUEST_ID_RESPONSE_HEADER = {
     "description": "The request id: the caller's when it was safe, else a fresh one.",
     "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
 }
+_TRACEPARENT_PARAMETER = parameter(
+    "header",
+    "traceparent",
+    str,
+    "The caller's W3C trace context; the request continues that trace. An invalid value is "
+    "ignored (a new trace starts), never refused.",
+)
+_TRACERESPONSE_HEADER = {
+    "description": "The W3C trace context of this request's span (Trace Context Level 2).",
+    "schema": {"type": "string", "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"},
+}
 
 
 def install_openapi(
     app: FastAPI, models: tuple[type[BaseModel], ...], *, bpjs_service: str
 ) -> None:
     """The document FastAPI generates, plus the problem schema, the bodies read by hand
-    (`models`) and the X-Request-ID header on every operation and answer."""
+    (`models`) and the X-Request-ID and trace headers on every operation and answer."""
     cached: dict[str, Any] = {}
 
     def openapi() -> dict[str, Any]:
@@ -163,9 +174,13 @@ def _document(app: FastAPI, models: tuple[type[BaseModel], ...]) -> dict[str, An
         schemas[model.__name__] = schema
     for item in doc.get("paths", {}).values():
         for operation in item.values():
-            operation.setdefault("parameters", []).append(_REQUEST_ID_PARAMETER)
+            operation.setdefault("parameters", []).extend(
+                (_REQUEST_ID_PARAMETER, _TRACEPARENT_PARAMETER)
+            )
             for response in operation.get("responses", {}).values():
-                response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID_RESPONSE_HEADER
+                headers = response.setdefault("headers", {})
+                headers["X-Request-ID"] = _REQUEST_ID_RESPONSE_HEADER
+                headers["traceresponse"] = _TRACERESPONSE_HEADER
     return doc
 
 

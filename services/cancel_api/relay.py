@@ -4,6 +4,7 @@ import asyncio
 from typing import ClassVar
 
 from services.cancel_api.config import CancelApiSettings
+from shared import tracing
 from shared.config import load_settings
 from shared.db import create_pool
 from shared.events import TOPIC_QUEUE_CANCELLED
@@ -41,4 +42,5 @@ async def run(settings: CancelApiSettings) -> None:
 if __name__ == "__main__":
     relay_settings = load_settings(RelaySettings, "outbox-relay")  # production refuses bad ones
     configure_logging("outbox-relay", relay_settings.log_level)
+    tracing.configure("outbox-relay")
     asyncio.run(run(relay_settings))

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from shared.auth import Principal
-from shared.outbox import OUTBOX_INSERT_COLUMNS
+from shared.outbox import OUTBOX_INSERT_COLUMNS, OutboxValues
 
 COLUMNS = (
     "id, clinic_id, room_id, service_date, ticket_number, patient_mrn, patient_name, payer, bpjs,"
@@ -64,7 +64,7 @@ with upd as (
     from upd
 ), event as (
     insert into outbox ({OUTBOX_INSERT_COLUMNS})
-    select $15::uuid, $16::text, $17::text, $18::text, $19::bytea from upd
+    select $15::uuid, $16::text, $17::text, $18::text, $19::bytea, $20::text from upd
 )
 select {COLUMNS} from upd
 """
@@ -79,7 +79,7 @@ async def cancel_with_audit_and_event(
     reason_text: str | None,
     bpjs_sync: str | None,
     request_id: str | None,
-    outbox_row: tuple[str, str, str, str, bytes],
+    outbox_row: OutboxValues,
 ) -> asyncpg.Record | None:
     """Ticket `row` (from `read_ticket_for_cancel`, status waiting) -> cancelled at its `tx_now`,
     with its `audit(action="cancel")` row and the outbox row (`shared.outbox.outbox_values`), in

@@ -14,6 +14,7 @@ from services.cancel_api import domain
 from services.cancel_api import repository as repo
 from services.cancel_api.errors import Problem
 from services.cancel_api.schemas import CancelRequest, RegisterRequest, queue_out
+from shared import tracing
 from shared.auth import Principal
 from shared.clinics import ZoneCache, clinic_zone, service_day
 from shared.events import CancelledBy, QueueCancelledData, new_event
@@ -41,7 +42,26 @@ async def cancel_ticket(
     idempotency_key: str | None,
     request_id: str | None,
 ) -> dict[str, Any]:
-    """Cancel a waiting ticket: status, audit row and outbox event commit together or not at all."""
+    """Cancel a waiting ticket: status, audit row and outbox event commit together or not at all.
+    The event and its outbox row carry the trace context of this transaction's span."""
+    with tracing.span(
+        "cancel transaction",
+        kind=tracing.SpanKind.CLIENT,
+        attributes={"db.system.name": "postgresql", "queue_id": queue_id},
+        expected=(Problem,),
+    ):
+        return await _cancel_ticket(pool, who, queue_id, body, topic, idempotency_key, request_id)
+
+
+async def _cancel_ticket(
+    pool: asyncpg.Pool,
+    who: Principal,
+    queue_id: int,
+    body: CancelRequest,
+    topic: str,
+    idempotency_key: str | None,
+    request_id: str | None,
+) -> dict[str, Any]:
     async with pool.acquire() as conn:
         if idempotency_key is None:
             # Fast path, two round trips: read the ticket, then one statement that cancels it,
@@ -123,7 +143,11 @@ async def _cancel(
     # The event is built before the write from the fields the statement checks are unchanged;
     # `cancelled_at` is the reading transaction's now(), which the statement stores.
     sync = "pending" if domain.needs_bpjs_sync(row["payer"]) else None
-    event = new_event(_cancelled_data(row, who, body), source=EVENT_SOURCE)
+    event = new_event(
+        _cancelled_data(row, who, body),
+        source=EVENT_SOURCE,
+        traceparent=tracing.current_traceparent(),
+    )
     updated = await repo.cancel_with_audit_and_event(
         conn,
         who,

@@ -6,6 +6,7 @@ import uvloop
 
 from services.notifier.app import Notifier
 from services.notifier.config import NotifierSettings
+from shared import tracing
 from shared.config import load_settings
 from shared.logging import configure_logging, get_logger
 from shared.service_kit import stop_on_signals
@@ -25,6 +26,7 @@ async def serve(settings: NotifierSettings) -> None:
 def main() -> None:
     settings = load_settings(NotifierSettings.from_env, "notifier")  # production refuses bad ones
     configure_logging("notifier", settings.log_level)
+    tracing.configure("notifier")
     uvloop.run(serve(settings))
 
 

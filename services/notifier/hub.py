@@ -8,11 +8,14 @@ import time
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
 
+import structlog
+
 from services.notifier import cursor
 from services.notifier.cursor import TP, CursorError, Position
 from services.notifier.messages import Routed, delivers, to_message
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.session import Entry, Session, render
+from shared import tracing
 from shared.events import decode_event
 from shared.events.envelope import UnknownEventError
 from shared.logging import get_logger
@@ -143,8 +146,25 @@ class Hub:
             pos = dict(self.position)
             entry = Entry(rec.tp, rec.offset, rec.timestamp, routed, pos, render(routed, pos))
             self._remember(entry)
-            for session in list(self.by_clinic.get(routed.clinic_id, ())):
+            self._push(entry, routed)
+
+    def _push(self, entry: Entry, routed: Routed) -> None:
+        """Offer a live message to its clinic's sessions, as a span of the event's trace."""
+        sessions = list(self.by_clinic.get(routed.clinic_id, ()))
+        kind, queue_id = routed.body["type"], routed.body["queue_id"]
+        with (
+            tracing.span(
+                f"push {kind}",
+                parent=routed.traceparent,
+                kind=tracing.SpanKind.CONSUMER,
+                attributes={"queue_id": queue_id, "messaging.message.id": routed.event_id},
+            ) as span,
+            structlog.contextvars.bound_contextvars(queue_id=queue_id),
+        ):
+            for session in sessions:
                 session.offer(entry)
+            span.set(sessions=len(sessions))
+            log.info("event_pushed", type=kind, event_id=routed.event_id, sessions=len(sessions))
 
     def _remember(self, entry: Entry) -> None:
         hist = self.history[entry.tp]

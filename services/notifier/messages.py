@@ -24,6 +24,7 @@ class Routed:
     room_id: str | None
     cancelling_user: str | None
     body: dict[str, Any]
+    traceparent: str | None = None  # the event's trace context, continued by the push
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ def to_message(event: CloudEvent) -> Routed | None:
             "payer": d["payer"],
             "cancelled_by": {"user_id": by.get("user_id"), "name": by.get("name")},
         }
-        return Routed(event.id, clinic, "queue", str(d["room_id"]), None, body)
+        room = str(d["room_id"])
+        return Routed(event.id, clinic, "queue", room, None, body, event.traceparent)
     if event.type == "BpjsSynced":
         body = {"type": "bpjs.synced", **common, "recovered": bool(d.get("recovered", False))}
     elif event.type == "BpjsSyncFailed":
@@ -66,7 +68,7 @@ def to_message(event: CloudEvent) -> Routed | None:
         }
     else:
         return None
-    return Routed(event.id, clinic, "bpjs", None, by.get("user_id"), body)
+    return Routed(event.id, clinic, "bpjs", None, by.get("user_id"), body, event.traceparent)
 
 
 def delivers(audience: Audience, msg: Routed) -> bool:

@@ -1,16 +1,25 @@
-"""CloudEvents 1.0 structured-mode envelope with the `schemaversion` extension; encode/decode."""
+"""CloudEvents 1.0 structured-mode envelope (extensions `schemaversion`, `traceparent`)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+)
 
 from shared.events.models import EVENT_TYPES, EventData
+from shared.tracing import TRACEPARENT_PATTERN, is_canonical
 
 # Why an event was refused (stable codes, e.g. a dead letter's reason): `undecodable` when the
 # value is not a JSON object at all, `invalid` when it is one but not an event this code reads.
@@ -37,7 +46,19 @@ class CloudEvent(BaseModel):
     time: datetime
     datacontenttype: str = "application/json"
     schemaversion: int = Field(ge=1)
+    # The CloudEvents distributed-tracing extension: the W3C trace context of the change the
+    # event describes (docs/EVENTS.md). Optional: events written before it have none.
+    traceparent: (
+        Annotated[str, WithJsonSchema({"type": "string", "pattern": TRACEPARENT_PATTERN})] | None
+    ) = None
     data: dict[str, Any]
+
+    @field_validator("traceparent")
+    @classmethod
+    def _w3c_traceparent(cls, value: str | None) -> str | None:
+        if value is not None and not is_canonical(value):
+            raise ValueError("not a W3C traceparent (version 00, lowercase hex, non-zero ids)")
+        return value
 
     def payload(self) -> EventData:
         """The typed `data` (validated against the model of this event type)."""
@@ -58,7 +79,13 @@ _TYPED: dict[str, type[BaseModel]] = {
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
-def new_event(data: EventData, *, source: str, event_id: str | None = None) -> CloudEvent:
+def new_event(
+    data: EventData,
+    *,
+    source: str,
+    event_id: str | None = None,
+    traceparent: str | None = None,
+) -> CloudEvent:
     for type_name, (_, model, version) in EVENT_TYPES.items():
         if isinstance(data, model):
             return CloudEvent(
@@ -68,13 +95,16 @@ def new_event(data: EventData, *, source: str, event_id: str | None = None) -> C
                 subject=f"queue/{data.queue_id}",
                 time=datetime.now(UTC),
                 schemaversion=version,
+                traceparent=traceparent,
                 data=data.model_dump(mode="json"),
             )
     raise UnknownEventError(f"no event type for {type(data).__name__}")
 
 
 def encode_event(event: CloudEvent) -> bytes:
-    return orjson.dumps(event.model_dump(mode="json", exclude_none=False))
+    # An extension without a value is left out (CloudEvents has no null attributes).
+    absent = {"traceparent"} if event.traceparent is None else None
+    return orjson.dumps(event.model_dump(mode="json", exclude_none=False, exclude=absent))
 
 
 def decode_event(raw: bytes | str | None) -> CloudEvent:

@@ -22,8 +22,12 @@ _EVENT_ID_NAMESPACE = uuid.UUID("6f0b7a52-3c55-4a4e-9d0b-5b8f1d2c9e10")
 _INSERT_SQL = """
 insert into bpjs_sync_job (queue_id, cancel_event_id, clinic_id, ticket_number, service,
     event_data, first_phase_until, horizon_at, created_at, next_attempt_at, confirmable,
-    origin, status, will_retry)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    origin, status, will_retry, traceparent)
+values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+    -- A job made without its event (an orphan, an admin's action) continues the trace of the
+    -- cancel, kept with its outbox row while that row is (7 days after publishing).
+    coalesce($15::text, (select o.traceparent from outbox o where o.kafka_key = $1::bigint::text
+        and o.event_type = 'QueueCancelled' order by o.id limit 1)))
 on conflict do nothing
 """
 
@@ -36,8 +40,10 @@ async def insert(
     *,
     service: str,
     origin: str = "event",
+    traceparent: str | None = None,
 ) -> bool:
-    """Record a job; False when one exists for the queue id or event id (a duplicate)."""
+    """Record a job; False when one exists for the queue id or event id (a duplicate). Its
+    attempts continue `traceparent`, else the trace of the ticket's outbox row, if any."""
     status = await conn.execute(
         _INSERT_SQL,
         data.queue_id,
@@ -54,6 +60,7 @@ async def insert(
         origin,
         job.status.value,
         job.will_retry,
+        traceparent,
     )
     return str(status).endswith(" 1")
 
@@ -128,7 +135,7 @@ async def apply(
     the ticket's `bpjs_sync` and the result event (outbox), in one statement."""
     j = change.job
     call = change.attempt
-    out = outbox_values(*result) if result is not None else (None, None, None, None, None)
+    out = outbox_values(*result) if result is not None else (None,) * 6
     who = resolved_by or (None, None, None)
     await conn.execute(
         _APPLY_SQL,
@@ -189,7 +196,8 @@ with job as (
       and (bpjs_sync is distinct from 'resolved_manually' or $23 = 'resolved_manually')
 )
 insert into outbox ({OUTBOX_INSERT_COLUMNS})
-select $27::uuid, $28::text, $29::text, $30::text, $31::bytea from job where $27::uuid is not null
+select $27::uuid, $28::text, $29::text, $30::text, $31::bytea, $32::text from job
+where $27::uuid is not null
 """  # noqa: S608 - a module constant of column names
 
 

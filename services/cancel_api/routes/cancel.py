@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -22,6 +23,7 @@ from services.cancel_api.openapi import (
     problems,
 )
 from services.cancel_api.schemas import CancelRequest, CancelResponse
+from shared import tracing
 from shared.auth import PERM_CANCEL
 
 router = APIRouter(tags=["cancel"])
@@ -65,6 +67,8 @@ async def cancel(request: Request) -> Any:
             f"idempotency-key: String should have at most {IDEMPOTENCY_KEY_MAX} characters",
         )
     qid = parse_queue_id(request.path_params["queue_id"])
+    structlog.contextvars.bind_contextvars(queue_id=qid)  # every later line of this request
+    tracing.annotate(queue_id=qid)
     body = await read_json_body(request, CancelRequest, optional=True)
     result = await service.cancel_ticket(
         ctx.pool,
