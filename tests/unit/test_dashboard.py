@@ -18,12 +18,6 @@ DASHBOARDS = ROOT / "ops" / "grafana" / "dashboards"
 DASHBOARD = DASHBOARDS / "antrean.json"
 SOURCES = (ROOT / "services", ROOT / "shared")
 
-# Metrics that other parts of issue 14 add to the services, with their labels. The coordinator
-# empties this once those parts are merged: from then on the code is the only source.
-ARRIVING_METRICS: dict[str, frozenset[str]] = {
-    "kafka_consumer_lag": frozenset({"group", "topic"}),
-    "service_ready": frozenset({"service"}),
-}
 # Series Prometheus itself writes for every scrape target.
 SCRAPE_SERIES: dict[str, frozenset[str]] = {"up": frozenset()}
 # Labels Prometheus adds at scrape time, and the one prometheus_client adds to gauges when the
@@ -96,7 +90,7 @@ def metrics_in_source(*folders: Path) -> dict[str, frozenset[str]]:
     return found
 
 
-KNOWN_SERIES = {**ARRIVING_METRICS, **SCRAPE_SERIES, **metrics_in_source(*SOURCES)}
+KNOWN_SERIES = {**SCRAPE_SERIES, **metrics_in_source(*SOURCES)}
 
 
 def as_sent(query: str) -> str:
