@@ -123,7 +123,9 @@ async def test_oldest_unsynced_counts_and_dead_letters_are_the_admins_clinic_onl
     oldest = s["oldest_unsynced"]
     assert oldest["queue_id"] == old["id"] and oldest["ticket_number"] == old["ticket_number"]
     assert at(oldest["cancelled_at"]) == NOW - 3 * hour
-    assert 3 * 3600 <= oldest["age_seconds"] < 3 * 3600 + 120
+    # NOW is taken at import; the suite may reach this test many minutes later.
+    since_now = (datetime.now(UTC) - NOW).total_seconds()
+    assert 3 * 3600 <= oldest["age_seconds"] <= 3 * 3600 + since_now + 1
     assert s["counts"] == {"unsynced": 2, "failed": 1, "unconfirmed": 1}
     assert s["dead_letters"] == 2
 
