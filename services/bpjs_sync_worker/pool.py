@@ -33,7 +33,9 @@ log = get_logger(__name__)
 SWEEP_INTERVAL_S = 0.5
 WAKE_DEBOUNCE_S = 0.005
 
-ATTEMPTS = Counter("bpjs_sync_attempts_total", "Sync attempts by outcome", ["outcome"])
+# outcome: synced, the failure's kind (unreachable, auth_error, not_recorded, rejected,
+# no_credentials), interrupted (stopped between calls) or discarded (resolved meanwhile).
+ATTEMPTS = Counter("bpjs_sync_attempts_total", "Sync attempts by how they ended", ["outcome"])
 RESULTS = Counter("bpjs_sync_results_total", "Result events emitted", ["type", "error_kind"])
 IN_FLIGHT = Gauge("bpjs_sync_in_flight", "Sync attempts in flight")
 PENDING = Gauge("bpjs_sync_jobs_pending", "Jobs not yet synced that will be retried")
@@ -188,19 +190,18 @@ class JobPool:
                         await store.store_cancel_done(conn, row["queue_id"], self.owner)
                 job, step = went.job, went.next
             self.breaker.record(not calls or machine.breaker_healthy(calls[-1].kind))
-            ATTEMPTS.labels(calls[-1].kind if calls else "nothing_to_send").inc()
-            await self._store(row, calls)
+            ATTEMPTS.labels(await self._store(row, calls)).inc()
         except Exception as exc:
             log.exception("sync_attempt_crashed", queue_id=row["queue_id"], error=repr(exc))
 
-    async def _store(self, row: asyncpg.Record, calls: list[Call]) -> None:
+    async def _store(self, row: asyncpg.Record, calls: list[Call]) -> str:
         """The attempt's end, decided again on the job as it is now (the warning sweeper may
-        have warned, an admin resolved it, while the calls ran)."""
+        have warned, an admin resolved it, while the calls ran); how it ended."""
         async with self.db.acquire() as conn, conn.transaction():
             current = await store.lock(conn, row["queue_id"], owner=self.owner)
             if current is None:
                 log.info("sync_attempt_discarded", queue_id=row["queue_id"])
-                return
+                return "discarded"
             change = machine.fold(
                 self._job(current),
                 calls,
@@ -218,6 +219,9 @@ class JobPool:
             calls=[f"{c.step.value}:{c.kind}" for c in calls],
             code=calls[-1].code if calls else None,
         )
+        if change.job.status is machine.Status.SYNCED:
+            return "synced"
+        return (change.job.last_error_kind or "failed") if change.attempt else "interrupted"
 
     async def _apply(self, conn: asyncpg.Connection, row: Any, change: Change) -> None:
         """Store `change` with the result event it emits, if any."""

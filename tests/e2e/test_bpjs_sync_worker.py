@@ -180,7 +180,7 @@ async def test_worker_serves_health_readiness_and_its_metrics(api, sim, start_wo
     assert httpx.get(f"{base}/healthz").status_code == 200
     await wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="worker ready")
     await wait_until(
-        lambda: 'bpjs_sync_attempts_total{outcome="success"}' in httpx.get(f"{base}/metrics").text,
+        lambda: 'bpjs_sync_attempts_total{outcome="synced"}' in httpx.get(f"{base}/metrics").text,
         what="attempt counted",
     )
     text = httpx.get(f"{base}/metrics").text
