@@ -8,6 +8,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from services.bpjs_sync_worker.consumer_lag import ConsumerLag, lag_of
 from shared.kafka import make_consumer, make_producer
+from tests.fixtures.infra import require_acls
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +46,7 @@ async def test_lag_is_what_the_group_has_not_committed_on_each_topic(infra, topi
 
 
 async def test_a_topic_the_principal_may_not_read_is_an_error_not_a_zero(infra, topic_prefix):
-    if not infra.access.acls:
-        pytest.skip("the test broker has no service principals/ACLs")
+    require_acls(infra.access)
     lag = ConsumerLag(
         infra.kafka_for("worker"), f"{topic_prefix}worker", [f"{topic_prefix}nope"], 0.1
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 
 import pytest
@@ -12,19 +11,15 @@ from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
 from shared.kafka import KafkaConfig, make_admin, make_producer
 from shared.outbox import OutboxRelay
-from tests.fixtures.infra import wait_until
+from tests.fixtures.infra import require_acls, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def secured(infra):
-    """The broker under test enforces SASL and ACLs (the native one does; a plain testcontainers
-    broker does not, and then these tests are skipped, except in CI where that is a failure)."""
-    if not infra.access.acls:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the test broker has no service principals/ACLs", pytrace=False)
-        pytest.skip("the test broker has no service principals/ACLs")
+    """The broker under test enforces SASL and ACLs."""
+    require_acls(infra.access)
     return infra
 
 
