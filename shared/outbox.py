@@ -205,19 +205,13 @@ class OutboxRelay:
     async def _send_all(self, rows: Sequence[asyncpg.Record]) -> None:
         """Publish `rows`; an outage raises as it is, refusals raise `BatchRefused` once every
         row's outcome is known."""
-        assert self._producer is not None
         # send() only enqueues; the idempotent producer keeps per-partition order, and we
         # wait for every acknowledgement before the rows are marked published.
         failed: dict[int, BaseException] = {}
         futures: dict[asyncio.Future[object], int] = {}
         for r in rows:
             try:
-                fut = await self._producer.send(
-                    r["topic"],
-                    bytes(r["payload"]),
-                    key=r["kafka_key"].encode(),
-                    headers=_headers(r),
-                )
+                fut = await self._send(r)
             except Exception as exc:  # refused before sending, e.g. over max_request_size
                 if not is_refusal(exc):
                     raise
@@ -235,6 +229,14 @@ class OutboxRelay:
             failed.update((futures[f], e) for f in futures if (e := f.exception()) is not None)
         if failed:
             raise BatchRefused(rows, failed)
+
+    async def _send(self, r: asyncpg.Record) -> asyncio.Future[object]:
+        """Enqueue one outbox row; its future settles with the broker's acknowledgement."""
+        assert self._producer is not None
+        fut: asyncio.Future[object] = await self._producer.send(
+            r["topic"], bytes(r["payload"]), key=r["kafka_key"].encode(), headers=_headers(r)
+        )
+        return fut
 
     async def _isolate(
         self, rows: Sequence[asyncpg.Record], failed: dict[int, BaseException]
@@ -271,7 +273,6 @@ class OutboxRelay:
     async def _publish_alone(self, row_id: int, proven: set[str]) -> bool:
         """Publish one row in its own transaction, or count its refusal; False when it was not
         published (refused, or held by another relay)."""
-        assert self._producer is not None
         refused = False
         started = tracing.now_ns()
         async with self._pool.acquire() as conn, conn.transaction():
@@ -279,13 +280,7 @@ class OutboxRelay:
             if r is None:
                 return False
             try:
-                fut = await self._producer.send(
-                    r["topic"],
-                    bytes(r["payload"]),
-                    key=r["kafka_key"].encode(),
-                    headers=_headers(r),
-                )
-                await asyncio.wait_for(fut, SETTLE_TIMEOUT_S)
+                await asyncio.wait_for(await self._send(r), SETTLE_TIMEOUT_S)
             except TimeoutError as exc:
                 raise KafkaTimeoutError("a row sent alone was not acknowledged") from exc
             except Exception as exc:
