@@ -50,37 +50,25 @@ async def cancel_ticket(
         attributes={"db.system.name": "postgresql", "queue_id": queue_id},
         expected=(Problem,),
     ):
-        return await _cancel_ticket(pool, who, queue_id, body, topic, idempotency_key, request_id)
-
-
-async def _cancel_ticket(
-    pool: asyncpg.Pool,
-    who: Principal,
-    queue_id: int,
-    body: CancelRequest,
-    topic: str,
-    idempotency_key: str | None,
-    request_id: str | None,
-) -> dict[str, Any]:
-    async with pool.acquire() as conn:
-        if idempotency_key is None:
-            # Fast path, two round trips: read the ticket, then one statement that cancels it,
-            # writes the audit and outbox rows, and changes nothing unless the ticket is still
-            # waiting and unchanged. Anything else (no ticket, not waiting, changed meanwhile)
-            # takes the locked path below, which decides 404/409 on the locked row.
-            row = await repo.read_ticket_for_cancel(conn, who.clinic_id, queue_id)
-            if row is not None and domain.cancel_refusal(row["status"]) is None:
-                response = await _cancel(conn, who, row, body, topic, request_id)
-                if response is not None:
-                    CANCELS_CANCELLED.inc()
-                    return response
-        async with conn.transaction():
-            response, fresh = await _cancel_locked(
-                conn, who, queue_id, body, topic, idempotency_key, request_id
-            )
-    if fresh:
-        CANCELS_CANCELLED.inc()
-    return response
+        async with pool.acquire() as conn:
+            if idempotency_key is None:
+                # Fast path, two round trips: read the ticket, then one statement that cancels it,
+                # writes the audit and outbox rows, and changes nothing unless the ticket is still
+                # waiting and unchanged. Anything else (no ticket, not waiting, changed meanwhile)
+                # takes the locked path below, which decides 404/409 on the locked row.
+                row = await repo.read_ticket_for_cancel(conn, who.clinic_id, queue_id)
+                if row is not None and domain.cancel_refusal(row["status"]) is None:
+                    response = await _cancel(conn, who, row, body, topic, request_id)
+                    if response is not None:
+                        CANCELS_CANCELLED.inc()
+                        return response
+            async with conn.transaction():
+                response, fresh = await _cancel_locked(
+                    conn, who, queue_id, body, topic, idempotency_key, request_id
+                )
+        if fresh:
+            CANCELS_CANCELLED.inc()
+        return response
 
 
 async def _cancel_locked(
@@ -170,13 +158,8 @@ async def _cancel(
 def _cancelled_data(row: asyncpg.Record, who: Principal, body: CancelRequest) -> QueueCancelledData:
     """The QueueCancelled payload of the waiting ticket `row` once `who` cancels it with `body`
     (the values the cancel statement writes to the ticket)."""
-    return QueueCancelledData(
-        queue_id=row["id"],
-        clinic_id=row["clinic_id"],
-        room_id=row["room_id"],
-        ticket_number=row["ticket_number"],
-        payer=row["payer"],
-        bpjs=row["bpjs"],
+    return QueueCancelledData.of_ticket(
+        row,
         reason_code=body.reason_code,
         reason_text=body.reason_text,
         cancelled_by=CancelledBy(user_id=who.user_id, name=who.name),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -37,6 +38,30 @@ class QueueCancelledData(_Wire):
     reason_text: str | None
     cancelled_by: CancelledBy
     cancelled_at: datetime
+
+    @classmethod
+    def of_ticket(
+        cls,
+        row: Mapping[str, Any],
+        *,
+        reason_code: ReasonCode | None,
+        reason_text: str | None,
+        cancelled_by: CancelledBy,
+        cancelled_at: datetime,
+    ) -> QueueCancelledData:
+        """The event of a `queue_ticket` row's cancellation with these cancel fields."""
+        return cls(
+            queue_id=row["id"],
+            clinic_id=row["clinic_id"],
+            room_id=row["room_id"],
+            ticket_number=row["ticket_number"],
+            payer=row["payer"],
+            bpjs=row["bpjs"],
+            reason_code=reason_code,
+            reason_text=reason_text,
+            cancelled_by=cancelled_by,
+            cancelled_at=cancelled_at,
+        )
 
 
 class BpjsSyncedData(_Wire):

@@ -10,7 +10,7 @@ import uuid
 
 import asyncpg
 
-from shared.events import CloudEvent, QueueCancelledData
+from shared.events import CancelledBy, CloudEvent, QueueCancelledData
 from shared.outbox import OUTBOX_INSERT_COLUMNS, outbox_values
 from shared.sync_job.machine import Change, Job
 
@@ -83,16 +83,11 @@ async def event_of_ticket(
     event_id = row["cancel_event_id"] or row["outbox_event_id"]
     if event_id is None:
         event_id = uuid.uuid5(_EVENT_ID_NAMESPACE, f"queue-cancelled:{queue_id}")
-    data = QueueCancelledData(
-        queue_id=row["id"],
-        clinic_id=row["clinic_id"],
-        room_id=row["room_id"],
-        ticket_number=row["ticket_number"],
-        payer=row["payer"],
-        bpjs=row["bpjs"],
+    data = QueueCancelledData.of_ticket(
+        row,
         reason_code=row["reason_code"] or "other",
         reason_text=row["reason_text"],
-        cancelled_by={"user_id": row["cancelled_by_id"], "name": row["cancelled_by_name"]},
+        cancelled_by=CancelledBy(user_id=row["cancelled_by_id"], name=row["cancelled_by_name"]),
         cancelled_at=row["cancelled_at"],
     )
     return str(event_id), data
