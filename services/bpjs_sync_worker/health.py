@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 
+from services.bpjs_sync_worker import jobs
 from services.bpjs_sync_worker.breaker import BreakerState, CircuitBreaker
 from shared.logging import get_logger
 from shared.sync_job import health
@@ -25,6 +26,13 @@ OLDEST_UNSYNCED = Gauge(
     ["clinic_id"],
 )
 FAILED_JOBS = Gauge("bpjs_sync_failed_jobs", "Sync jobs in status failed", ["clinic_id"])
+UNCONFIRMED = Gauge(
+    "bpjs_unconfirmed_cancellations",
+    "Cancellations BPJS's record does not (yet) show: synced but not confirmed, or not recorded",
+    ["clinic_id"],
+)
+PENDING = Gauge("bpjs_sync_jobs_pending", "Jobs not yet synced that will be retried")
+OLDEST = Gauge("bpjs_sync_oldest_pending_age_seconds", "Age of the oldest unsynced job")
 JOBS_DUE = Gauge("bpjs_sync_jobs_due", "Sync jobs due now that will be retried and are not leased")
 DEAD_LETTERS = Gauge("bpjs_dead_letters", "Rows in dead_letter (every clinic)")
 BREAKER_SINCE = Gauge(
@@ -44,7 +52,7 @@ class HealthReporter:
 
     def __init__(self, pool: JobPool) -> None:
         self.pool = pool
-        self._clinics: set[str] = set()
+        self._clinics: dict[Gauge, set[str]] = {}
         self._write_lock = asyncio.Lock()
         self._writes: set[asyncio.Task[None]] = set()
         pool.breaker.on_change = self._breaker_changed
@@ -81,11 +89,18 @@ class HealthReporter:
             numbers = await health.clinics(conn)
             JOBS_DUE.set(await health.jobs_due(conn))
             DEAD_LETTERS.set(await health.dead_letters(conn))
-        # A clinic with nothing left to count drops to 0 (Prometheus keeps its series).
-        for clinic in self._clinics - numbers.keys():
-            OLDEST_UNSYNCED.labels(clinic).set(0)
-            FAILED_JOBS.labels(clinic).set(0)
-        for clinic, n in numbers.items():
-            OLDEST_UNSYNCED.labels(clinic).set(n.oldest_unsynced_age_s)
-            FAILED_JOBS.labels(clinic).set(n.failed)
-        self._clinics |= numbers.keys()
+            s = await jobs.stats(conn)
+        PENDING.set(s["pending"])
+        OLDEST.set(s["oldest_s"])
+        self._per_clinic(OLDEST_UNSYNCED, {c: n.oldest_unsynced_age_s for c, n in numbers.items()})
+        self._per_clinic(FAILED_JOBS, {c: n.failed for c, n in numbers.items()})
+        self._per_clinic(UNCONFIRMED, {c: n.unconfirmed for c, n in numbers.items()})
+
+    def _per_clinic(self, gauge: Gauge, values: dict[str, float]) -> None:
+        """A clinic with nothing left to count drops to 0 (Prometheus keeps its series)."""
+        seen = self._clinics.setdefault(gauge, set())
+        for clinic in seen - values.keys():
+            gauge.labels(clinic).set(0)
+        for clinic, value in values.items():
+            gauge.labels(clinic).set(value)
+        seen.update(values)

@@ -38,8 +38,6 @@ WAKE_DEBOUNCE_S = 0.005
 ATTEMPTS = Counter("bpjs_sync_attempts_total", "Sync attempts by how they ended", ["outcome"])
 RESULTS = Counter("bpjs_sync_results_total", "Result events emitted", ["type", "error_kind"])
 IN_FLIGHT = Gauge("bpjs_sync_in_flight", "Sync attempts in flight")
-PENDING = Gauge("bpjs_sync_jobs_pending", "Jobs not yet synced that will be retried")
-OLDEST = Gauge("bpjs_sync_oldest_pending_age_seconds", "Age of the oldest unsynced job")
 BREAKER = Gauge("bpjs_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open")
 HEARTBEATS = Counter("bpjs_sync_lease_extensions_total", "Leases extended while calls ran")
 
@@ -119,7 +117,6 @@ class JobPool:
     async def _sweep(self) -> None:
         await self._listen()
         await self._warn_overdue()
-        await self._gauges()
 
     async def _listen(self) -> None:
         if self._listener is None or self._listener.is_closed():
@@ -275,12 +272,6 @@ class JobPool:
                 change = machine.deadline(Job.of(row), now)
                 if change is not None:
                     await self._apply(conn, row, change)
-
-    async def _gauges(self) -> None:
-        async with self.db.acquire() as conn:
-            s = await jobs.stats(conn)
-        PENDING.set(s["pending"])
-        OLDEST.set(s["oldest_s"])
 
 
 def _now() -> datetime:

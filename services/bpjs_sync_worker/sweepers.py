@@ -3,11 +3,12 @@ arrived, and the reconciliation of a clinic's day against BPJS's own record."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import asyncpg
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services.bpjs_sync_worker import verify
@@ -16,7 +17,7 @@ from services.bpjs_sync_worker.health import HealthReporter
 from services.bpjs_sync_worker.verify import TICKET_COLUMNS, Ticket
 from shared.clinics import ZoneCache, clinic_zone, day_bounds
 from shared.logging import get_logger
-from shared.sync_job import health, machine, store
+from shared.sync_job import machine, store
 from shared.sync_job.machine import Job, Step
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ log = get_logger(__name__)
 ORPHAN_BATCH = 100
 RECONCILE_INTERVAL_S = 5.0
 SCHEDULE_INTERVAL_S = 60.0
-GAUGE_INTERVAL_S = 15.0
 # A reconciliation started by a worker that died is taken over after this long.
 RECONCILE_STALE = timedelta(minutes=10)
 
@@ -37,11 +37,6 @@ ORPHANS = Counter(
 )
 RECONCILED = Counter(
     "bpjs_reconciliation_reads_total", "Fresh reads of BPJS's record by result", ["result"]
-)
-UNCONFIRMED = Gauge(
-    "bpjs_unconfirmed_cancellations",
-    "Cancellations BPJS's record does not (yet) show: synced but not confirmed, or not recorded",
-    ["clinic_id"],
 )
 
 _DAY_JOBS_SQL = f"""
@@ -56,14 +51,13 @@ class Sweepers:
     def __init__(self, pool: JobPool) -> None:
         self.pool = pool
         self.settings = pool.settings
-        self._gauge_clinics: set[str] = set()
         self._zones = ZoneCache()
+        self._reconciling: asyncio.Task[None] | None = None
 
     def register(self) -> None:
         self.pool.every(min(30.0, self.settings.orphan_after_s / 4), self.orphans)
         self.pool.every(SCHEDULE_INTERVAL_S, self.schedule_days)
         self.pool.every(RECONCILE_INTERVAL_S, self.reconcile)
-        self.pool.every(GAUGE_INTERVAL_S, self.unconfirmed)
         HealthReporter(self.pool).register()
 
     async def orphans(self) -> None:
@@ -124,11 +118,25 @@ class Sweepers:
                 )
 
     async def reconcile(self) -> None:
-        """Work one requested reconciliation: a fresh read of BPJS's record for each synced,
-        confirmable cancellation of that clinic's day, within the rate limit."""
-        p = self.pool
-        if p.breaker.capacity(1) <= 0:
+        """Start one requested reconciliation in the background (its reads take a while and
+        must not hold up the pool's loop), unless one is running."""
+        if self._reconciling is not None and not self._reconciling.done():
+            return
+        if self.pool.breaker.capacity(1) <= 0:
             return  # BPJS is failing for everyone: read later
+        self._reconciling = asyncio.create_task(self._reconcile_one())
+
+    async def _reconcile_one(self) -> None:
+        """A fresh read of BPJS's record for each synced, confirmable cancellation of one
+        requested clinic day, within the rate limit (a worker that dies midway leaves the
+        request to be taken over once stale)."""
+        try:
+            await self._reconcile()
+        except Exception as exc:
+            log.warning("reconcile_failed", error=repr(exc))
+
+    async def _reconcile(self) -> None:
+        p = self.pool
         async with p.db.acquire() as conn:
             request = await conn.fetchrow(
                 "update bpjs_reconciliation set started_at = now(), error = null"
@@ -139,10 +147,11 @@ class Sweepers:
                 " returning clinic_id, service_date",
                 RECONCILE_STALE,
             )
-            if request is None:
-                return
-            clinic_id, day = request["clinic_id"], request["service_date"]
-            checked, missing, error = await self._read_day(conn, clinic_id, day)
+        if request is None:
+            return
+        clinic_id, day = request["clinic_id"], request["service_date"]
+        checked, missing, error = await self._read_day(clinic_id, day)
+        async with p.db.acquire() as conn:
             await conn.execute(
                 "update bpjs_reconciliation set finished_at = now(), checked = $3,"
                 " not_recorded = $4, error = $5 where clinic_id = $1 and service_date = $2",
@@ -156,9 +165,8 @@ class Sweepers:
         if missing:
             p.wake.set()
 
-    async def _read_day(
-        self, conn: asyncpg.Connection, clinic_id: str, day: date
-    ) -> tuple[int, int, str | None]:
+    async def _read_day(self, clinic_id: str, day: date) -> tuple[int, int, str | None]:
+        """No database connection is held while BPJS answers: reads run for many seconds."""
         p = self.pool
         if not p.plan.confirmable(p.service):
             return 0, 0, None  # no read API (antreanfktp) or no task 99 to find
@@ -166,10 +174,12 @@ class Sweepers:
             creds = p.credentials.for_clinic(clinic_id)
         except NoCredentials:
             return 0, 0, "no_credentials"
-        zone = await clinic_zone(conn, clinic_id, self.settings.clinic_timezone, self._zones)
-        start, end = day_bounds(zone, day)
+        async with p.db.acquire() as conn:
+            zone = await clinic_zone(conn, clinic_id, self.settings.clinic_timezone, self._zones)
+            start, end = day_bounds(zone, day)
+            rows = await conn.fetch(_DAY_JOBS_SQL, clinic_id, start, end)
         checked = missing = failed = 0
-        for row in await conn.fetch(_DAY_JOBS_SQL, clinic_id, start, end):
+        for row in rows:
             async with p.limiter:
                 call = await p.syncer.call(Step.READBACK, Ticket.of(row, prefix="t_"), creds)
             p.breaker.record(machine.breaker_healthy(call.kind))
@@ -178,7 +188,7 @@ class Sweepers:
                 RECONCILED.labels("unreachable").inc()
                 continue
             recorded = bool(call.recorded)
-            async with conn.transaction():
+            async with p.db.acquire() as conn, conn.transaction():
                 current = await store.lock(conn, row["queue_id"])
                 if current is None:
                     continue
@@ -191,16 +201,6 @@ class Sweepers:
             RECONCILED.labels("recorded" if recorded else "not_recorded").inc()
         error = f"{failed} pembacaan gagal (BPJS tidak menjawab)" if failed else None
         return checked, missing, error
-
-    async def unconfirmed(self) -> None:
-        async with self.pool.db.acquire() as conn:
-            numbers = await health.clinics(conn)  # the admin's status strip counts the same
-        now = {clinic: n.unconfirmed for clinic, n in numbers.items() if n.unconfirmed}
-        for clinic in self._gauge_clinics - now.keys():
-            UNCONFIRMED.labels(clinic).set(0)
-        for clinic, n in now.items():
-            UNCONFIRMED.labels(clinic).set(n)
-        self._gauge_clinics |= now.keys()
 
 
 def _now() -> datetime:
