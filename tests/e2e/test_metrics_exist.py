@@ -17,7 +17,7 @@ import yaml
 from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.test_bpjs_sync_worker import sync_state
-from tests.fixtures.api import SECRET, api_env, auth, token
+from tests.fixtures.api import api_env, auth, notifier_env, token
 from tests.fixtures.infra import free_port, wait_until
 from tests.fixtures.promql import (
     declared_names,
@@ -72,14 +72,9 @@ async def test_every_metric_of_the_alerts_and_dashboards_is_exported(
     notifier_port, notifier_ops = free_port(), free_port()
     notifier = spawn(
         "services.notifier",
-        {
-            "APP_ENV": "test",
-            **infra.kafka_env("notifier"),
-            "KAFKA_TOPIC_PREFIX": topic_prefix,
-            "AUTH_JWT_SECRET": SECRET,
-            "NOTIFIER_PORT": str(notifier_port),
-            "OPS_PORT": str(notifier_ops),
-        },
+        notifier_env(
+            infra.kafka_for("notifier"), topic_prefix, notifier_port, OPS_PORT=str(notifier_ops)
+        ),
         f"http://127.0.0.1:{notifier_port}/readyz",
     )
     api_port, api_ops = free_port(), free_port()

@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tests.fixtures.api import SECRET, api_env, auth, read_events, token
+from tests.fixtures.api import api_env, auth, notifier_env, read_events, token
 from tests.fixtures.infra import free_port, wait_until
 from tests.integration.test_cancel_tracing import kafka_record
 
@@ -119,14 +119,7 @@ async def test_a_bpjs_cancel_is_one_trace_from_the_request_to_the_bpjs_calls_and
     )
     notifier = spawn(
         "services.notifier",
-        {
-            "APP_ENV": "test",
-            **infra.kafka_env("notifier"),
-            "KAFKA_TOPIC_PREFIX": topic_prefix,
-            "AUTH_JWT_SECRET": SECRET,
-            "NOTIFIER_PORT": str(notifier_port),
-            **otel,
-        },
+        notifier_env(infra.kafka_for("notifier"), topic_prefix, notifier_port, **otel),
         f"http://127.0.0.1:{notifier_port}/readyz",
     )
     worker = start_worker(**otel)

@@ -25,7 +25,7 @@ from shared.events import (
     new_event,
 )
 from shared.kafka import KafkaConfig, make_producer, send_event
-from tests.fixtures.api import SECRET, token
+from tests.fixtures.api import SECRET, notifier_env, token
 from tests.fixtures.contract import received
 from tests.fixtures.infra import free_port, wait_until
 
@@ -37,16 +37,9 @@ CONTROL = {"ready", "pong", "error"}
 def start_notifier(spawn, kafka: KafkaConfig, prefix: str, **extra: str):
     """The notifier process; `kafka`: its principal (`infra.kafka_for("notifier")`)."""
     port = free_port()
-    env = {
-        "APP_ENV": "test",
-        **kafka.env(),
-        "KAFKA_TOPIC_PREFIX": prefix,
-        "AUTH_JWT_SECRET": SECRET,
-        "NOTIFIER_PORT": str(port),
-        "NOTIFIER_RESUME_WINDOW_S": "0.3",
-        "LOG_LEVEL": "WARNING",
-        **extra,
-    }
+    env = notifier_env(
+        kafka, prefix, port, NOTIFIER_RESUME_WINDOW_S="0.3", LOG_LEVEL="WARNING", **extra
+    )
     proc = spawn("services.notifier", env, f"http://127.0.0.1:{port}/readyz")
     return proc, f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}"
 
