@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: up down status test lint fmt bench bench-quick venv kafka-jars
+.PHONY: up down status test test-deploy lint fmt bench bench-quick venv kafka-jars
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv .venv
@@ -29,7 +29,12 @@ status:
 test: venv kafka-jars
 	@bash infra/browser.sh ensure
 	@bash infra/prometheus.sh ensure
-	@APP_ENV=test $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
+	@APP_ENV=test $(PY) -m pytest --ignore=tests/deploy $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
+
+# The compose stack in real containers and the 3-broker Kafka cluster (tests/deploy), in a
+# private Docker Engine that the target starts and stops (infra/docker/).
+test-deploy: venv kafka-jars
+	@bash infra/docker/test-deploy.sh $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
 
 lint: venv
 	@.venv/bin/ruff check .

@@ -12,7 +12,11 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# The repository's folder; an installed copy of the package (site-packages) has none beside it,
+# so images set MIGRATIONS_DIR.
+MIGRATIONS_DIR = Path(
+    os.environ.get("MIGRATIONS_DIR") or Path(__file__).resolve().parent.parent / "migrations"
+)
 _MIGRATION_LOCK = 0x616E7472  # advisory lock id: replicas starting together migrate once
 
 # Errors that mean "the database is not reachable right now" (-> HTTP 503 `unavailable`).
@@ -71,6 +75,10 @@ def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
 
 async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply the migrations not yet recorded in `schema_migrations`; return their names."""
+    files = migration_files(directory)
+    if not files:
+        # An empty list would report "up to date" on a database that has no schema at all.
+        raise RuntimeError(f"no migrations in {directory}: set MIGRATIONS_DIR to the folder")
     conn = await asyncpg.connect(dsn, timeout=10)
     applied: list[str] = []
     try:
@@ -83,7 +91,7 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         done = {
             r["name"]: r["checksum"] for r in await conn.fetch("select * from schema_migrations")
         }
-        for path in migration_files(directory):
+        for path in files:
             sql = path.read_text()
             checksum = hashlib.sha256(sql.encode()).hexdigest()
             if path.name in done:

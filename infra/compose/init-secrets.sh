@@ -8,7 +8,7 @@
 # container's own user (0644); the folder (0700) keeps other host users out.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-DIR=secrets
+DIR="${HOST_SECRETS_DIR:-secrets}"
 POSTGRES_USER="${POSTGRES_USER:-antrean}"
 POSTGRES_DB="${POSTGRES_DB:-antrean}"
 mkdir -p -m 0700 "$DIR"
@@ -19,7 +19,9 @@ put() { # name value: write once
     printf '%s' "$2" > "$DIR/$1" && chmod 0644 "$DIR/$1" && echo "secrets/$1 written"
   fi
 }
-dsn() { printf 'postgresql://%s:%s@postgres:5432/%s' "$1" "$(cat "$DIR/$2")" "$POSTGRES_DB"; }
+# No host in the DSNs: compose gives every app container PGHOST/PGPORT (POSTGRES_HOST and
+# POSTGRES_PORT in .env), so moving to an external PostgreSQL changes variables, not secrets.
+dsn() { printf 'postgresql://%s:%s@/%s' "$1" "$(cat "$DIR/$2")" "$POSTGRES_DB"; }
 
 for name in postgres_password db_api_password db_worker_password auth_jwt_secret \
   kafka_admin_password kafka_controller_password kafka_api_password kafka_worker_password \

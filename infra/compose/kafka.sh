@@ -1,14 +1,31 @@
 #!/usr/bin/env bash
-# Entry point of the compose `kafka` service (apache/kafka image): a single-node KRaft broker
-# whose clients authenticate with SASL/SCRAM-SHA-512 and are authorized by ACLs. The controller
-# listener uses SASL/PLAIN (KRaft controllers cannot use SCRAM) with a user of its own, so no
-# unauthenticated connection reaches either listener. Passwords come from the mounted secrets;
-# the volume is formatted once, with every principal's SCRAM credentials (KIP-900).
+# Entry point of the compose `kafka*` services (apache/kafka image, or infra/docker's build of the
+# same jars): one combined KRaft controller+broker of a 1- or 3-node cluster, whose clients
+# authenticate with SASL/SCRAM-SHA-512 and are authorized by ACLs. The controller listener uses
+# SASL/PLAIN (KRaft controllers cannot use SCRAM) with a user of its own, so no unauthenticated
+# connection reaches either listener. Passwords come from the mounted secrets; the volume is
+# formatted once, with every principal's SCRAM credentials (KIP-900).
+# `kafka.sh health`: the healthcheck (this start of the server finished and its port accepts).
 set -euo pipefail
 SECRETS=/run/secrets
 CONF=/tmp/antrean
 DATA=/var/lib/kafka/data
+NODE_ID="${KAFKA_NODE_ID:-1}"
+HOST="${KAFKA_ADVERTISED_HOST:-kafka}"
+VOTERS="${KAFKA_CONTROLLER_QUORUM_VOTERS:-1@kafka:9093}"
 EXTERNAL_PORT="${KAFKA_EXTERNAL_PORT:-29092}"
+# Internal topics (offsets, transactions) as replicated as the app's topics, capped at the
+# cluster's size.
+NODES="$(tr ',' '\n' <<< "$VOTERS" | grep -c @)"
+RF="${KAFKA_REPLICATION_FACTOR:-1}"
+((RF > NODES)) && RF="$NODES"
+MIN_ISR="${KAFKA_MIN_INSYNC_REPLICAS:-1}"
+((MIN_ISR > RF)) && MIN_ISR="$RF"
+
+if [[ "${1:-}" == health ]]; then
+  grep -q "Kafka Server started" "$CONF/server.log" && (exec 3<> /dev/tcp/127.0.0.1/9092)
+  exit
+fi
 
 secret() { tr -d '\r\n' < "$SECRETS/$1"; }
 ADMIN="$(secret kafka_admin_password)"
@@ -22,10 +39,10 @@ scram='org.apache.kafka.common.security.scram.ScramLoginModule required'
 plain='org.apache.kafka.common.security.plain.PlainLoginModule required'
 cat > "$CONF/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@localhost:9093
-listeners=CLIENT://:9092,EXTERNAL://:29092,CONTROLLER://localhost:9093
-advertised.listeners=CLIENT://kafka:9092,EXTERNAL://localhost:${EXTERNAL_PORT}
+node.id=${NODE_ID}
+controller.quorum.voters=${VOTERS}
+listeners=CLIENT://:9092,EXTERNAL://:29092,CONTROLLER://:9093
+advertised.listeners=CLIENT://${HOST}:9092,EXTERNAL://localhost:${EXTERNAL_PORT}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=CLIENT
 listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,EXTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
@@ -42,21 +59,16 @@ allow.everyone.if.no.acl.found=false
 super.users=User:admin;User:controller
 auto.create.topics.enable=false
 log.dirs=${DATA}
-num.partitions=4
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+num.partitions=${KAFKA_TOPIC_PARTITIONS:-4}
+default.replication.factor=${RF}
+min.insync.replicas=${MIN_ISR}
+offsets.topic.replication.factor=${RF}
+transaction.state.log.replication.factor=${RF}
+transaction.state.log.min.isr=${MIN_ISR}
+share.coordinator.state.topic.replication.factor=${RF}
+share.coordinator.state.topic.min.isr=${MIN_ISR}
 group.initial.rebalance.delay.ms=0
 log.retention.hours=168
-PROPS
-
-# What the healthcheck's kafka-broker-api-versions.sh logs in with.
-cat > "$CONF/admin.properties" <<PROPS
-security.protocol=SASL_PLAINTEXT
-sasl.mechanism=SCRAM-SHA-512
-sasl.jaas.config=${scram} username="admin" password="${ADMIN}";
 PROPS
 
 if [[ ! -f "$DATA/meta.properties" ]]; then
@@ -68,7 +80,10 @@ if [[ ! -f "$DATA/meta.properties" ]]; then
       printf '%s\n' -S "\"SCRAM-SHA-512=[name=${user},password=${USERS[$user]}]\""
     done
   } > "$args"
-  /opt/kafka/bin/kafka-run-class.sh "@$args"
+  java -cp '/opt/kafka/libs/*' "@$args" > /dev/null
   rm -f "$args"
 fi
-exec /opt/kafka/bin/kafka-server-start.sh "$CONF/server.properties"
+rm -f "$CONF/server.log"
+exec java ${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m} -XX:+UseG1GC -Djava.awt.headless=true \
+  -Dlog4j2.configurationFile=/opt/antrean/log4j2.properties \
+  -cp '/opt/kafka/libs/*' kafka.Kafka "$CONF/server.properties"

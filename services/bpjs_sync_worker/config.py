@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared.bpjs import DEV_CREDENTIALS, BpjsCredentials
 from shared.config import BaseServiceSettings, SettingsRefused, is_https, secret_problem
@@ -97,6 +97,12 @@ class WorkerSettings(BaseServiceSettings):
                 ]
             )
         return self
+
+    @field_validator("bpjs_credentials_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # compose passes `${BPJS_CREDENTIALS_FILE:-}`: empty means no per-clinic file.
+        return None if value == "" else value
 
     def credentials_default(self) -> BpjsCredentials:
         return BpjsCredentials(self.bpjs_cons_id, self.bpjs_secret_key, self.bpjs_user_key)

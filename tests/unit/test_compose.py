@@ -35,7 +35,8 @@ APP_SERVICES = {
 }
 SIMULATOR = "bpjs-simulator"
 SIMULATOR_MODULE, SIMULATOR_PORT = "services.bpjs_simulator", 8090
-INFRA_SERVICES = ("kafka", "postgres")
+INFRA_SERVICES = ("kafka", "kafka-2", "kafka-3", "postgres")
+BROKERS = ("kafka", "kafka-2", "kafka-3")
 # Where Prometheus finds each app service's /metrics: the ops port, or the worker's one port.
 METRICS_PORTS = {
     "cancel-api": CancelApiSettings.model_fields["ops_port"].default,
@@ -74,14 +75,15 @@ CONTRACT_ENV_VARS = {
 }
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|_KEY$|DATABASE_URL")
 # Each container gets exactly the secrets it uses, as /run/secrets/<target>.
+KAFKA_SECRETS = {
+    "kafka_admin_password",
+    "kafka_controller_password",
+    "kafka_api_password",
+    "kafka_worker_password",
+    "kafka_notifier_password",
+}
 SECRETS_OF = {
-    "kafka": {
-        "kafka_admin_password",
-        "kafka_controller_password",
-        "kafka_api_password",
-        "kafka_worker_password",
-        "kafka_notifier_password",
-    },
+    **dict.fromkeys(BROKERS, KAFKA_SECRETS),
     "postgres": {"postgres_password"},
     "migrate": {"DATABASE_URL", "API_DATABASE_PASSWORD", "WORKER_DATABASE_PASSWORD"},
     "topics": {"KAFKA_SASL_PASSWORD"},
@@ -108,6 +110,11 @@ def compose() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return compose["services"]
+
+
+def default_of(value: str) -> str:
+    """`${VAR:-default}` -> default (what compose uses when .env leaves VAR unset)."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
 
 
 def environment_of(service: dict[str, Any]) -> dict[str, str]:
@@ -150,17 +157,18 @@ def test_every_containerised_process_is_a_compose_service(services):
     assert expected <= set(services), f"missing: {sorted(expected - set(services))}"
     for name, (module, _port) in {**APP_SERVICES, SIMULATOR: (SIMULATOR_MODULE, 0)}.items():
         assert command_of(services[name]) == ["python", "-m", module], name
-        assert services[name].get("build") == ".", f"{name} must run the image built from ."
+        assert services[name]["build"]["context"] == ".", f"{name} must run the image built from ."
 
 
 def test_migrations_and_topics_run_as_one_shot_jobs_after_their_backend_is_healthy(services):
     for name, module in ONE_SHOT.items():
         job = services[name]
         assert command_of(job) == ["python", "-m", module]
-        assert job.get("build") == "."
+        assert job["build"]["context"] == "."
         assert str(job.get("restart")) == "no"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    for broker in BROKERS:
+        assert services["topics"]["depends_on"][broker]["condition"] == "service_healthy"
 
 
 def test_every_long_running_service_has_a_healthcheck(services):
@@ -177,19 +185,24 @@ def test_every_long_running_service_has_a_healthcheck(services):
     ("name", "port"),
     [(name, port) for name, (_, port) in APP_SERVICES.items()] + [(SIMULATOR, SIMULATOR_PORT)],
 )
-def test_app_healthchecks_probe_healthz_with_python_and_the_port_is_published(services, name, port):
+def test_app_healthchecks_probe_readiness_with_python_and_the_port_is_published(
+    services, name, port
+):
     service = services[name]
     test = service["healthcheck"]["test"]
     probe = " ".join(test) if isinstance(test, list) else test
     assert "python" in probe and "urllib.request" in probe, "the slim image has no curl"
-    assert f"http://127.0.0.1:{port}/healthz" in probe
+    # Readiness (the database reachable, the consumer running), not just a live process; the
+    # simulator has no dependencies, so its liveness is its readiness.
+    path = "healthz" if name == SIMULATOR else "readyz"
+    assert f"http://127.0.0.1:{port}/{path}" in probe
     published = [str(p) for p in service.get("ports", [])]
     assert any(p.endswith(f":{port}") for p in published), published
 
 
 def test_every_published_port_is_bound_to_loopback_by_default(services):
     loopback = re.compile(
-        r"^(127\.0\.0\.1|\$\{PUBLISH_ADDRESS:-127\.0\.0\.1\}):(\$\{[A-Z_]+:-[\d-]+\}|[\d-]+):\d+$"
+        r"^(127\.0\.0\.1|\$\{PUBLISH_ADDRESS:-127\.0\.0\.1\}):(\$\{[A-Z0-9_]+:-[\d-]+\}|[\d-]+):\d+$"
     )
     for name, service in services.items():
         for port in service.get("ports", []):
@@ -202,8 +215,10 @@ def test_app_services_wait_for_healthy_backends_migrations_and_topics(services):
     for name in APP_SERVICES:
         depends_on = services[name]["depends_on"]
         assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions"
-        assert depends_on["kafka"]["condition"] == "service_healthy", name
-        assert depends_on["postgres"]["condition"] == "service_healthy", name
+        # Waited for when their profile runs them; with an external backend they are skipped.
+        for backend in ("kafka", "postgres"):
+            assert depends_on[backend]["condition"] == "service_healthy", name
+            assert depends_on[backend]["required"] is False, name
         for job in ONE_SHOT:
             assert depends_on[job]["condition"] == "service_completed_successfully", name
         assert services[name]["restart"] == "unless-stopped", name
@@ -213,8 +228,9 @@ def test_app_services_authenticate_to_kafka_each_as_its_own_principal(services):
     users = {}
     for name in [*APP_SERVICES, "topics"]:
         env = environment_of(services[name])
-        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092", name
-        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
+        assert default_of(env["KAFKA_BOOTSTRAP_SERVERS"]) == "kafka:9092", name
+        assert default_of(env["KAFKA_SECURITY_PROTOCOL"]) == "SASL_PLAINTEXT", name
+        assert default_of(env["PGHOST"]) == "postgres", name
         assert env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
         users[name] = env["KAFKA_SASL_USERNAME"]
     assert len(set(users.values())) == len(users), users
@@ -245,7 +261,9 @@ def test_postgres_reads_its_password_from_a_secret_and_keeps_data_on_a_named_vol
     compose, services
 ):
     postgres = services["postgres"]
-    assert postgres["image"] == "postgres:15"
+    image = re.fullmatch(r"\$\{POSTGRES_IMAGE:-(postgres:15\.\d+-bookworm)\}", postgres["image"])
+    assert image, postgres["image"]
+    assert env_example_entries()["POSTGRES_IMAGE"] == (image.group(1), True)
     env = environment_of(postgres)
     assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
     assert "POSTGRES_PASSWORD" not in env
@@ -255,33 +273,87 @@ def test_postgres_reads_its_password_from_a_secret_and_keeps_data_on_a_named_vol
 
 def test_the_bpjs_credentials_file_is_mounted_as_a_secret_where_the_worker_reads_it(services):
     worker = services["bpjs-sync-worker"]
-    path = environment_of(worker)["BPJS_CREDENTIALS_FILE"]
-    assert path.startswith("/run/secrets/")
-    assert secret_targets(worker)[path.removeprefix("/run/secrets/")] == "bpjs_credentials"
+    assert secret_targets(worker)["bpjs-credentials.json"] == "bpjs_credentials"
+    documented = re.search(r"^# BPJS_CREDENTIALS_FILE=(\S+)$", ENV_EXAMPLE.read_text(), re.M)
+    assert documented and documented.group(1) == "/run/secrets/bpjs-credentials.json"
+
+
+def test_the_default_deployment_signs_with_the_default_bpjs_credentials(services, monkeypatch):
+    # init-secrets.sh writes `{}` as the per-clinic file; were the worker pointed at it by
+    # default, every clinic would be refused with no_credentials. Only .env turns it on.
+    value = environment_of(services["bpjs-sync-worker"])["BPJS_CREDENTIALS_FILE"]
+    assert value == "${BPJS_CREDENTIALS_FILE:-}"
+    monkeypatch.setenv("BPJS_CREDENTIALS_FILE", "")
+    assert WorkerSettings().bpjs_credentials_file is None
+
+
+def grace_s(service: dict[str, Any]) -> int:
+    return int(re.fullmatch(r"(\d+)s", service["stop_grace_period"]).group(1))
 
 
 def test_the_worker_may_drain_its_longest_attempt_before_it_is_killed(services):
-    # An attempt is up to two BPJS calls (batal, task 99); each is bounded by the client's
-    # connect + read + write (5 s) + pool (5 s) timeouts.
+    # An attempt is up to three BPJS calls (batal, task 99, the getlisttask read-back); each is
+    # bounded by the client's connect + read + write (5 s) + pool (5 s) timeouts.
     s = WorkerSettings.model_construct()
     per_call = s.bpjs_connect_timeout_s + s.bpjs_read_timeout_s + 5 + 5
-    grace = services["bpjs-sync-worker"]["stop_grace_period"]
-    seconds = int(re.fullmatch(r"(\d+)s", grace).group(1))
-    assert seconds > 2 * per_call, (grace, per_call)
+    assert grace_s(services["bpjs-sync-worker"]) > 3 * per_call, per_call
+    # uvicorn's own graceful shutdown of open requests, then the relay's last round.
+    assert grace_s(services["cancel-api"]) > 10
+    for name in (*BROKERS, "postgres"):
+        assert grace_s(services[name]) >= 30, name
+
+
+def test_each_worker_replica_is_named_after_its_container_not_a_shared_setting(services):
+    # One WORKER_ID for every replica would let each starting replica free the others' leases.
+    assert environment_of(services["bpjs-sync-worker"])["WORKER_ID"] == ""
+    assert "WORKER_ID" not in env_example_entries()
+
+
+def test_postgres_allows_the_connections_of_the_default_budget(services):
+    # docs/DEPLOY.md, Sizing: every pool at its most, plus migrate and a reserve.
+    entries = env_example_entries()
+    command = " ".join(command_of(services["postgres"]))
+    assert "max_connections=${POSTGRES_MAX_CONNECTIONS:-" in command
+    pool = int(entries["DB_POOL_MAX"][0])
+    in_flight = int(entries["SYNC_MAX_IN_FLIGHT"][0])
+    assert pool == CancelApiSettings.model_fields["db_pool_max"].default
+    assert in_flight == WorkerSettings.model_fields["max_in_flight"].default
+    needed = (pool + 4) + (in_flight + 4 + 1) + 1 + 10
+    assert int(entries["POSTGRES_MAX_CONNECTIONS"][0]) >= needed
 
 
 def test_kafka_image_tag_equals_the_version_pinned_in_the_pom(services):
     pinned = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", KAFKA_POM.read_text())
     assert pinned, "infra/kafka/pom.xml pins no <kafka.version>"
-    assert services["kafka"]["image"] == f"apache/kafka:{pinned.group(1)}"
+    for broker in BROKERS:
+        assert services[broker]["image"] == f"${{KAFKA_IMAGE:-apache/kafka:{pinned.group(1)}}}"
+    assert env_example_entries()["KAFKA_IMAGE"] == (f"apache/kafka:{pinned.group(1)}", True)
+
+
+def test_three_brokers_form_one_quorum_with_their_own_ids_names_volumes_and_ports(services):
+    ids, hosts, volumes, ports = set(), set(), set(), set()
+    for broker in BROKERS:
+        env = environment_of(services[broker])
+        ids.add(env["KAFKA_NODE_ID"])
+        hosts.add(env["KAFKA_ADVERTISED_HOST"])
+        volumes.add(str(services[broker]["volumes"][0]).split(":")[0])
+        ports.add(str(services[broker]["ports"][0]))
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "${KAFKA_CONTROLLER_QUORUM_VOTERS:-1@kafka:9093}"
+    assert ids == {"1", "2", "3"} and hosts == set(BROKERS)
+    assert len(volumes) == 3 and len(ports) == 3
+    assert services["kafka"]["profiles"] == ["kafka", "kafka3"]
+    assert services["kafka-2"]["profiles"] == services["kafka-3"]["profiles"] == ["kafka3"]
+    voters = re.search(r"KAFKA_CONTROLLER_QUORUM_VOTERS=(1@kafka:9093,\S+)", ENV_EXAMPLE.read_text())
+    assert voters and voters.group(1) == "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
 
 
 def test_kafka_accepts_only_authenticated_clients_and_enforces_acls(compose, services):
-    kafka = services["kafka"]
-    assert kafka["entrypoint"] == ["bash", "/opt/antrean/kafka.sh"]
-    mounts = [str(v) for v in kafka.get("volumes", [])]
-    assert "./infra/compose/kafka.sh:/opt/antrean/kafka.sh:ro" in mounts
-    assert_named_volume(compose, kafka, "/var/lib/kafka/data")
+    for broker in BROKERS:
+        kafka = services[broker]
+        assert kafka["entrypoint"] == ["bash", "/opt/antrean/kafka.sh"]
+        mounts = [str(v) for v in kafka.get("volumes", [])]
+        assert "./infra/compose/kafka.sh:/opt/antrean/kafka.sh:ro" in mounts
+        assert_named_volume(compose, kafka, "/var/lib/kafka/data")
     script = KAFKA_SCRIPT.read_text()
     protocol_map = re.search(r"^listener\.security\.protocol\.map=(.*)$", script, re.M)
     assert protocol_map, "no listener.security.protocol.map"
@@ -291,9 +363,9 @@ def test_kafka_accepts_only_authenticated_clients_and_enforces_acls(compose, ser
     assert "allow.everyone.if.no.acl.found=false" in script
     assert "auto.create.topics.enable=false" in script
     assert "User:ANONYMOUS" not in script
-    probe = " ".join(kafka["healthcheck"]["test"])
-    assert "kafka-broker-api-versions.sh --bootstrap-server localhost:9092" in probe
-    assert "--command-config" in probe, "the healthcheck must log in like any client"
+    # Healthy once this start of the server has finished and its client port accepts.
+    assert kafka["healthcheck"]["test"] == ["CMD", "bash", "/opt/antrean/kafka.sh", "health"]
+    assert "Kafka Server started" in script
     subprocess.run(["bash", "-n", str(KAFKA_SCRIPT)], check=True)
 
 
@@ -305,11 +377,13 @@ def test_init_secrets_writes_every_secret_compose_mounts(compose, tmp_path):
     folder = tmp_path / "secrets"
     assert oct(folder.stat().st_mode & 0o777) == "0o700"
     for name, secret in compose["secrets"].items():
-        path = tmp_path / secret["file"]
+        path = tmp_path / default_of(secret["file"])
         assert path.is_file(), name
         assert path.read_text().strip(), name
     api_dsn = (folder / "api_database_url").read_text()
     assert api_dsn.startswith("postgresql://antrean_api:")
+    # No host: compose gives PGHOST/PGPORT, so an external PostgreSQL needs no new secrets.
+    assert api_dsn.endswith("@/antrean")
     assert (folder / "db_api_password").read_text() in api_dsn
     before = (folder / "auth_jwt_secret").read_text()
     subprocess.run(["bash", str(script)], check=True, capture_output=True)
@@ -350,11 +424,17 @@ def test_env_example_defaults_to_production_and_holds_no_active_secret():
     assert not re.search(r"^\s*env_file:.*secrets", COMPOSE.read_text(), re.M)
 
 
-def test_dockerfile_builds_in_stages_from_slim_python_and_runs_the_project_as_non_root():
+def test_dockerfile_builds_in_stages_from_slim_python_and_runs_the_project_as_non_root(services):
     text = DOCKERFILE.read_text()
     bases = re.findall(r"^FROM\s+(\S+)", text, re.M)
     assert len(bases) >= 2, "multi-stage: a builder stage and the final stage"
-    assert all(base == "python:3.11-slim" for base in bases), bases
+    assert all(base == "${PYTHON_IMAGE}" for base in bases), bases
+    default = re.search(r"^ARG PYTHON_IMAGE=(python:3\.11\.\d+-slim-bookworm)$", text, re.M)
+    assert default, "the base image is an exact version"
+    arg = services["cancel-api"]["build"]["args"]["PYTHON_IMAGE"]
+    assert arg == f"${{PYTHON_IMAGE:-{default.group(1)}}}"
+    assert env_example_entries()["PYTHON_IMAGE"] == (default.group(1), True)
+    assert "# syntax=" not in text, "a frontend image to pull: the engine's own is enough"
     final = text.split(re.findall(r"^FROM .*$", text, re.M)[-1], 1)[1]
     assert re.search(r"COPY --from=builder|from=builder", final), "final stage uses the wheels"
     users = re.findall(r"^USER\s+(\S+)", final, re.M)

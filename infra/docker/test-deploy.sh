@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# `make test-deploy`: the private Docker Engine started, the images built, the deploy tests
+# (tests/deploy: the compose stack in containers, the 3-broker Kafka cluster) run, and the engine
+# stopped again whatever happened. Arguments go to pytest.
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+ENGINE="$REPO/infra/docker/engine.sh"
+trap 'bash "$ENGINE" stop' EXIT
+bash "$ENGINE" start
+eval "$(bash "$ENGINE" vars)"
+images="$(bash "$REPO/infra/docker/images.sh" | tee /dev/stderr | grep -E '^[A-Z_]+=')"
+set -a
+eval "$images"
+set +a
+cd "$REPO"
+APP_ENV=test "$PY" -m pytest tests/deploy -p no:cacheprovider "$@"
