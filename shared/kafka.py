@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ssl
 from collections.abc import Iterable
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 from pydantic import SecretStr
 
@@ -224,8 +225,16 @@ async def ensure_topics(
             raise TopicsMissing(f"Kafka topics missing: {', '.join(missing)}")
         if missing:
             await _create(admin, missing, spec)
-        # Just-created topics are checked too: a racing creator may have made them otherwise.
-        await _check(admin, names, spec, check_configs)
+        # Just-created topics are checked too (a racing creator may have made them otherwise),
+        # once every broker knows them: until then one may answer UnknownTopicOrPartition.
+        for attempt in range(40):
+            try:
+                await _check(admin, names, spec, check_configs)
+                return
+            except KafkaError as exc:
+                if not exc.retriable or attempt == 39:
+                    raise
+            await asyncio.sleep(0.25)
     finally:
         await admin.close()
 
