@@ -90,7 +90,7 @@ format() { # node id, cluster id
       printf '%s\n' -S "\"SCRAM-SHA-512=[name=${!u},password=${!pw}]\""
     done
   ) > "$args"
-  "${jvm[@]}" -cp "$LIBS/*" "@$args" >> "$LOG_DIR/kafka-format.log" 2>&1 || { rm -f "$args"; return 1; }
+  "${jvm[@]}" "-Dkafka.logs.dir=$LOG_DIR" -cp "$LIBS/*" "@$args" >> "$LOG_DIR/kafka-format.log" 2>&1 || { rm -f "$args"; return 1; }
   rm -f "$args"
 }
 
