@@ -20,6 +20,7 @@ import websockets
 from shared.config import WORKER_DB_ROLE
 from shared.kafka import TopicSpec
 from shared.topics import setup
+from tests.deploy.acks_probe import AcksProbe
 from tests.deploy.cluster import KafkaCluster
 from tests.fixtures.api import api_env, auth, notifier_env, token
 from tests.fixtures.infra import free_port, role_dsn, wait_until
@@ -137,6 +138,7 @@ async def round_with_a_kill(
     api_url: str,
     tag: str,
     victim: Callable[[], Awaitable[int]],
+    probe: AcksProbe | None = None,
 ) -> dict:
     """Stream CANCELS cancels; at 30 % SIGKILL the node `victim` names, wait until the
     system works on without it (the worker syncs, every session receives), restart it."""
@@ -166,8 +168,11 @@ async def round_with_a_kill(
             what="sessions served without the node",
         )
         timeline["worked on without it"] = time.monotonic() - t0
+        pending = await probe.write_while_a_node_is_down() if probe else None
         await asyncio.to_thread(cluster.start)
         timeline[f"node {node} back"] = time.monotonic() - t0
+        if probe and pending:
+            await probe.written_once(pending)
 
     chaos_task = asyncio.create_task(chaos())
     await stream_cancels(api_url, list(bookings), statuses, on_progress)
@@ -245,7 +250,9 @@ async def test_three_brokers_lose_and_duplicate_no_cancellation_when_a_broker_th
     sessions = Sessions(f"ws://127.0.0.1:{n_port}/ws", [set() for _ in range(SESSIONS)])
     tasks = [asyncio.create_task(sessions.run(i)) for i in range(SESSIONS)]
     started = time.monotonic()
+    probe = AcksProbe(access.admin, f"{prefix}acks-probe")
     try:
+        await probe.create()
         topic = f"{prefix}queue-cancelled"
 
         async def a_partition_leader_not_the_controller() -> int:
@@ -254,12 +261,20 @@ async def test_three_brokers_lose_and_duplicate_no_cancellation_when_a_broker_th
             return min(leaders - {controller} or {1, 2, 3} - {controller})
 
         first = await round_with_a_kill(
-            cluster, database, sim, sessions, api_url, "a", a_partition_leader_not_the_controller
+            cluster,
+            database,
+            sim,
+            sessions,
+            api_url,
+            "a",
+            a_partition_leader_not_the_controller,
+            probe,
         )
         second = await round_with_a_kill(
             cluster, database, sim, sessions, api_url, "b", cluster.controller_leader
         )
     finally:
+        await probe.close()
         sessions.stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
     print(
