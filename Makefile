@@ -16,8 +16,10 @@ venv: $(STAMP)
 kafka-jars:
 	@bash infra/kafka/kafka.sh fetch
 
+# KAFKA_NODES=3: a 3-node Kafka cluster (docs/DEPLOY.md); `make down` stops any node count.
+KAFKA_NODES ?= 1
 up: venv kafka-jars
-	@bash infra/up.sh
+	@KAFKA_NODES=$(KAFKA_NODES) bash infra/up.sh
 
 down:
 	@bash infra/down.sh

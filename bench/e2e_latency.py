@@ -36,14 +36,14 @@ from bench.stack import (
 )
 from bench.ws_fanout import raw_anchor
 from bench.wsclient import Fleet
-from shared.kafka import ensure_topics, make_consumer, make_producer
+from shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer
 
 
 async def floor(stack: Stack, samples: int) -> dict[str, Any]:
     """Kafka produce->consume round trip (the relay's producer and the notifier's consumer
     settings) and one small PostgreSQL commit, measured one at a time."""
     topic = stack.prefix + "floor"
-    await ensure_topics(stack.kafka, [topic], partitions=1)
+    await ensure_topics(stack.kafka, [topic], TopicSpec(partitions=1))
     consumer = make_consumer(stack.kafka, topic, group_id=None, auto_offset_reset="latest",
                              fetch_max_wait_ms=10)  # fmt: skip
     producer = make_producer(stack.kafka)

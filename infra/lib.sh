@@ -11,11 +11,18 @@ PY="$VENV/bin/python"
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$REPO/infra/kafka/pom.xml")"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
-KAFKA_HEAP="${KAFKA_HEAP:-512m}"
+# Native Kafka nodes (combined controller+broker); node i listens on KAFKA_PORT + 2(i-1) and
+# KAFKA_CONTROLLER_PORT + 2(i-1).
+KAFKA_NODES="${KAFKA_NODES:-1}"
+if ((KAFKA_NODES > 1)); then KAFKA_HEAP="${KAFKA_HEAP:-384m}"; else KAFKA_HEAP="${KAFKA_HEAP:-512m}"; fi
+kafka_port() { echo $((KAFKA_PORT + 2 * ($1 - 1))); }
+kafka_controller_port() { echo $((KAFKA_CONTROLLER_PORT + 2 * ($1 - 1))); }
 PG_PORT="${PG_PORT:-5432}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 export DATABASE_URL="${DATABASE_URL:-postgresql://antrean:antrean@127.0.0.1:$PG_PORT/antrean}"
-export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
+_bootstrap="127.0.0.1:$KAFKA_PORT"
+for ((_i = 2; _i <= KAFKA_NODES; _i++)); do _bootstrap+=",127.0.0.1:$(kafka_port "$_i")"; done
+export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-$_bootstrap}"
 # Kafka principals' passwords, written by infra/kafka/kafka.sh when it formats the data dir.
 KAFKA_CREDENTIALS="$DATA_DIR/kafka/credentials.env"
 KAFKA_SASL_GIVEN="${KAFKA_SASL_USERNAME:-}"

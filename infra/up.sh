@@ -3,6 +3,11 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # The native stack is the dev stack (settings default to production, which refuses dev secrets).
 export APP_ENV=dev
+# Three or more Kafka nodes: every topic has 3 copies and a write needs 2 of them in sync.
+if ((KAFKA_NODES >= 3)); then
+  export KAFKA_REPLICATION_FACTOR="${KAFKA_REPLICATION_FACTOR:-3}"
+  export KAFKA_MIN_INSYNC_REPLICAS="${KAFKA_MIN_INSYNC_REPLICAS:-2}"
+fi
 bash "$REPO/infra/postgres/pg.sh" start
 bash "$REPO/infra/kafka/kafka.sh" start
 (cd "$REPO" && "$PY" -m shared.migrate)

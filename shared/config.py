@@ -99,6 +99,10 @@ class BaseServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
     # Tests give every run its own topics; production leaves this empty.
     kafka_topic_prefix: str = Field("", alias="KAFKA_TOPIC_PREFIX")
+    # How the topics are made (`python -m shared.topics` creates them; services verify them).
+    kafka_topic_partitions: int = Field(4, ge=1, alias="KAFKA_TOPIC_PARTITIONS")
+    kafka_replication_factor: int = Field(1, ge=1, alias="KAFKA_REPLICATION_FACTOR")
+    kafka_min_insync_replicas: int = Field(1, ge=1, alias="KAFKA_MIN_INSYNC_REPLICAS")
     auth_jwt_secret: SecretStr | None = Field(None, alias="AUTH_JWT_SECRET")
     auth_jwks_url: str | None = Field(None, alias="AUTH_JWKS_URL")
     auth_audience: str | None = Field(None, alias="AUTH_AUDIENCE")
@@ -156,6 +160,16 @@ class BaseServiceSettings(BaseSettings):
         if self.auth_jwt_secret is not None:
             return self.auth_jwt_secret.get_secret_value()
         return DEV_JWT_SECRET if self.is_dev else None
+
+    @model_validator(mode="after")
+    def _min_insync_within_replication(self) -> BaseServiceSettings:
+        # acks=all could never succeed: every publish would fail with NotEnoughReplicas.
+        if self.kafka_min_insync_replicas > self.kafka_replication_factor:
+            raise ValueError(
+                f"KAFKA_MIN_INSYNC_REPLICAS ({self.kafka_min_insync_replicas}) must not exceed"
+                f" KAFKA_REPLICATION_FACTOR ({self.kafka_replication_factor})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fail_closed(self) -> BaseServiceSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ssl
 from collections.abc import Iterable
@@ -10,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 from pydantic import SecretStr
 
@@ -167,26 +169,134 @@ async def send_event(producer: AIOKafkaProducer, topic: str, event: CloudEvent) 
     await producer.send_and_wait(topic, encode_event(event), key=key)
 
 
-async def ensure_topics(kafka: KafkaConfig, topics: Iterable[str], *, partitions: int = 4) -> None:
+@dataclass(frozen=True)
+class TopicSpec:
+    """How every topic of a deployment is made: partitions, replication, min.insync.replicas."""
+
+    partitions: int = 4
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if min(self.partitions, self.replication_factor, self.min_insync_replicas) < 1:
+            raise ValueError("topic partitions, replication and min.insync.replicas must be >= 1")
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"KAFKA_MIN_INSYNC_REPLICAS={self.min_insync_replicas} is larger than"
+                f" KAFKA_REPLICATION_FACTOR={self.replication_factor}"
+            )
+
+    @classmethod
+    def from_settings(cls, settings: BaseServiceSettings) -> TopicSpec:
+        return cls(
+            settings.kafka_topic_partitions,
+            settings.kafka_replication_factor,
+            settings.kafka_min_insync_replicas,
+        )
+
+
+class TopicMismatch(RuntimeError):
+    """An existing topic is not made as the settings say (a restart will not change that)."""
+
+
+class TopicsMissing(RuntimeError):
+    """Topics that do not exist (and were not to be created here)."""
+
+
+async def ensure_topics(
+    kafka: KafkaConfig,
+    topics: Iterable[str],
+    spec: TopicSpec | None = None,
+    *,
+    create: bool = True,
+    check_configs: bool = True,
+) -> None:
+    """Create the missing topics as `spec` says (`create=False`: TopicsMissing instead) and
+    check the existing ones: TopicMismatch names the first topic made otherwise.
+    `check_configs=False` skips min.insync.replicas (needs DescribeConfigs on the topic)."""
+    spec = spec or TopicSpec()
+    names = list(topics)
     admin = make_admin(kafka)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(name=t, num_partitions=partitions, replication_factor=1)
-            for t in topics
-            if t not in existing
-        ]
-        if wanted:
-            # Per-topic errors come back in the response, not as exceptions: a principal
-            # without Create must fail here, not subscribe to a missing topic later.
-            response = await admin.create_topics(wanted)
-            for topic, code, *_ in response.topic_errors:
-                error = for_code(code) if code else None
-                if error is not None and error is not TopicAlreadyExistsError:
-                    raise error(f"cannot create topic {topic}")
+        missing = [t for t in names if t not in existing]
+        if missing and not create:
+            raise TopicsMissing(f"Kafka topics missing: {', '.join(missing)}")
+        if missing:
+            await _create(admin, missing, spec)
+        # Just-created topics are checked too (a racing creator may have made them otherwise),
+        # once every broker knows them: until then one may answer UnknownTopicOrPartition.
+        for attempt in range(40):
+            try:
+                await _check(admin, names, spec, check_configs)
+                return
+            except KafkaError as exc:
+                if not exc.retriable or attempt == 39:
+                    raise
+            await asyncio.sleep(0.25)
     finally:
         await admin.close()
+
+
+async def _create(admin: AIOKafkaAdminClient, names: list[str], spec: TopicSpec) -> None:
+    wanted = [
+        NewTopic(
+            name=t,
+            num_partitions=spec.partitions,
+            replication_factor=spec.replication_factor,
+            topic_configs={"min.insync.replicas": str(spec.min_insync_replicas)},
+        )
+        for t in names
+    ]
+    # Per-topic errors come back in the response, not as exceptions: a principal
+    # without Create must fail here, not subscribe to a missing topic later.
+    response = await admin.create_topics(wanted)
+    for topic, code, *_ in response.topic_errors:
+        error = for_code(code) if code else None
+        if error is not None and error is not TopicAlreadyExistsError:
+            raise error(f"cannot create topic {topic}")
+
+
+async def _check(
+    admin: AIOKafkaAdminClient, names: list[str], spec: TopicSpec, check_configs: bool
+) -> None:
+    described = {t["topic"]: t for t in await admin.describe_topics(names)}
+    min_isr = await _min_insync_replicas(admin, names) if check_configs else {}
+    for name in names:
+        topic = described.get(name)
+        if topic is None or topic["error_code"]:
+            code = topic["error_code"] if topic else 0
+            raise (for_code(code) if code else TopicsMissing)(f"cannot describe topic {name}")
+        partitions = topic["partitions"]
+        replication = max((len(p["replicas"]) for p in partitions), default=0)
+        found = (len(partitions), replication, min_isr.get(name, 0))
+        wanted = (spec.partitions, spec.replication_factor, spec.min_insync_replicas)
+        n = 3 if check_configs else 2
+        if found[:n] != wanted[:n]:
+            raise TopicMismatch(
+                f"Kafka topic {name}: wanted {_describe(wanted[:n])}, found {_describe(found[:n])}"
+            )
+
+
+def _describe(values: tuple[int, ...]) -> str:
+    keys = ("partitions", "replication", "min.insync.replicas")
+    return " ".join(f"{k}={v}" for k, v in zip(keys, values, strict=False))
+
+
+async def _min_insync_replicas(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, t, {"min.insync.replicas": None}) for t in names
+    ]
+    found: dict[str, int] = {}
+    for response in await admin.describe_configs(resources):
+        for code, message, _type, name, entries, *_ in response.resources:
+            if code:
+                raise for_code(code)(f"cannot describe the configs of topic {name}: {message}")
+            for key, value, *_ in entries:
+                if key == "min.insync.replicas":
+                    found[name] = int(value)
+    return found
 
 
 async def kafka_reachable(kafka: KafkaConfig, timeout_ms: int = 3000) -> bool:

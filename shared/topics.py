@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
@@ -12,9 +13,9 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import SecurityDisabled, for_code
 from aiokafka.protocol.admin import CreateAclsRequest
 
-from shared.config import BaseServiceSettings, load_settings
+from shared.config import EXIT_CONFIG, BaseServiceSettings, load_settings
 from shared.events import TOPIC_BPJS_SYNC_FAILED, TOPIC_BPJS_SYNCED, TOPIC_QUEUE_CANCELLED
-from shared.kafka import KafkaConfig, ensure_topics
+from shared.kafka import KafkaConfig, TopicMismatch, TopicSpec, ensure_topics
 
 TOPICS = (TOPIC_QUEUE_CANCELLED, TOPIC_BPJS_SYNCED, TOPIC_BPJS_SYNC_FAILED)
 
@@ -114,11 +115,11 @@ async def setup(
     prefix: str = "",
     users: Principals | None = None,
     worker_group: str = "bpjs-sync-worker",
-    partitions: int = 4,
+    spec: TopicSpec | None = None,
 ) -> bool:
-    """Topics and ACLs of one deployment (or one test's prefix); False: the broker has no
-    authorizer, so no ACLs were created."""
-    await ensure_topics(kafka, [f"{prefix}{t}" for t in TOPICS], partitions=partitions)
+    """Topics (created as `spec` says, existing ones checked: TopicMismatch) and ACLs of one
+    deployment (or one test's prefix); False: the broker has no authorizer, so no ACLs."""
+    await ensure_topics(kafka, [f"{prefix}{t}" for t in TOPICS], spec)
     try:
         await create_acls(kafka, service_acls(prefix, users or Principals(), worker_group))
     except SecurityDisabled:
@@ -134,16 +135,28 @@ class TopicSettings(BaseServiceSettings):
 def main() -> None:
     s = load_settings(TopicSettings, "topics")
     group = os.environ.get("WORKER_CONSUMER_GROUP", "bpjs-sync-worker")
-    acls = asyncio.run(
-        setup(
-            KafkaConfig.from_settings(s),
-            prefix=s.kafka_topic_prefix,
-            users=Principals.from_env(),
-            worker_group=group,
+    spec = TopicSpec.from_settings(s)
+    try:
+        acls = asyncio.run(
+            setup(
+                KafkaConfig.from_settings(s),
+                prefix=s.kafka_topic_prefix,
+                users=Principals.from_env(),
+                worker_group=group,
+                spec=spec,
+            )
         )
-    )
+    except TopicMismatch as exc:
+        # Kafka cannot lower partitions or change replication in place: an operator decides.
+        sys.stderr.write(f"topics: {exc}\n")
+        raise SystemExit(EXIT_CONFIG) from None
     names = ", ".join(s.topic(t) for t in TOPICS)
-    print(f"kafka topics ready: {names}; " + ("ACLs ready" if acls else "no authorizer: no ACLs"))
+    made = f"partitions={spec.partitions} replication={spec.replication_factor}"
+    made += f" min.insync.replicas={spec.min_insync_replicas}"
+    print(
+        f"kafka topics ready ({made}): {names}; "
+        + ("ACLs ready" if acls else "no authorizer: no ACLs")
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from services.bpjs_sync_worker.credentials import CredentialBook, CredentialsErr
 from services.bpjs_sync_worker.worker import create_worker, wait_for_topics
 from shared import tracing
 from shared.config import load_settings, refuse_to_start, secret_problem
+from shared.kafka import TopicMismatch
 from shared.logging import configure_logging
 
 SERVICE = "bpjs-sync-worker"
@@ -41,7 +42,10 @@ def main() -> None:
     check_credentials_file(settings)
     # faust silently ignores a topic missing when it subscribes (seen when the broker restarted
     # at that moment) and then never consumes it: make sure the topic exists first.
-    asyncio.run(wait_for_topics(settings))
+    try:
+        asyncio.run(wait_for_topics(settings))
+    except TopicMismatch as exc:
+        refuse_to_start(SERVICE, str(exc))
     app = create_worker(settings)
     sys.argv = [sys.argv[0], "worker", "--loglevel", settings.log_level.lower()]
     app.main()

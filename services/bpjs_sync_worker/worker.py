@@ -21,6 +21,7 @@ from prometheus_client import Counter
 from services.bpjs_sync_worker import jobs, ops, verify
 from services.bpjs_sync_worker.config import WorkerSettings
 from services.bpjs_sync_worker.pool import JobPool
+from services.bpjs_sync_worker.producer import use_idempotent_producer
 from services.bpjs_sync_worker.sweepers import Sweepers
 from shared import tracing
 from shared.bpjs import BpjsClient
@@ -33,7 +34,7 @@ from shared.events import (
     decode_event,
 )
 from shared.events.envelope import UnknownEventError
-from shared.kafka import KafkaConfig, ensure_topics
+from shared.kafka import KafkaConfig, TopicMismatch, TopicsMissing, TopicSpec, ensure_topics
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 from shared.sync_job import machine, store
@@ -70,8 +71,9 @@ def create_worker(settings: WorkerSettings) -> faust.App:
         store="memory://",
         value_serializer="raw",
         key_serializer="raw",
-        topic_partitions=4,
-        topic_replication_factor=1,
+        # faust's own topics (its leader-assignor topic) are made like the deployment's.
+        topic_partitions=settings.kafka_topic_partitions,
+        topic_replication_factor=settings.kafka_replication_factor,
         consumer_auto_offset_reset="earliest",
         web_enabled=True,
         web_port=settings.port,
@@ -84,6 +86,7 @@ def create_worker(settings: WorkerSettings) -> faust.App:
         broker_heartbeat_interval=3,
         datadir=f"/tmp/faust-{settings.consumer_group}",  # noqa: S108 - memory store only
     )
+    use_idempotent_producer(app)
     rt = Runtime(settings)
     ready = ops.checks(settings, lambda: rt.db, lambda: rt.task)
     topic = app.topic(settings.topic(TOPIC_QUEUE_CANCELLED), value_type=bytes, key_type=bytes)
@@ -142,20 +145,28 @@ def create_worker(settings: WorkerSettings) -> faust.App:
 
 
 async def wait_for_topics(settings: WorkerSettings) -> None:
-    """Create the contract's topics (idempotent), waiting for Kafka as long as it takes."""
+    """Wait (as long as it takes) until Kafka answers and the contract's topics exist; the
+    worker never creates them (`python -m shared.topics` does). TopicMismatch: they exist with
+    other partitions or replication than the settings say (its principal cannot read
+    min.insync.replicas, which `shared.topics` checks)."""
     names = [
         settings.topic(t)
         for t in (TOPIC_QUEUE_CANCELLED, TOPIC_BPJS_SYNCED, TOPIC_BPJS_SYNC_FAILED)
     ]
+    kafka, spec = KafkaConfig.from_settings(settings), TopicSpec.from_settings(settings)
     delay = 0.5
     while True:
         try:
-            await ensure_topics(KafkaConfig.from_settings(settings), names)
+            await ensure_topics(kafka, names, spec, create=False, check_configs=False)
             return
+        except TopicMismatch:
+            raise
+        except TopicsMissing as exc:  # the topics job may still be running
+            log.warning("kafka_topics_missing", error=str(exc), retry_in_s=delay)
         except Exception as exc:  # Kafka may start after us
             log.warning("kafka_unreachable", error=repr(exc), retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10)
 
 
 async def _connect(settings: WorkerSettings) -> asyncpg.Pool:
