@@ -102,7 +102,7 @@ class ComposeStack:
         return response.json()
 
 
-def _write_env(folder: Path, ports: dict[str, int]) -> None:
+def _write_env(folder: Path, ports: dict[str, int]) -> dict[str, str]:
     values = {
         "COMPOSE_PROJECT_NAME": PROJECT,
         "COMPOSE_PROFILES": "postgres,kafka3,dev",
@@ -138,6 +138,7 @@ def _write_env(folder: Path, ports: dict[str, int]) -> None:
     }
     values.update({k: os.environ[k] for k in IMAGE_VARIABLES if os.environ.get(k)})
     (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return values
 
 
 def _write_secrets(folder: Path) -> str:
@@ -172,9 +173,12 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeS
             "BPJS_SIM_HOST_PORT", "PROMETHEUS_HOST_PORT", "GRAFANA_HOST_PORT",
         )
     }  # fmt: skip
-    _write_env(folder, ports)
+    values = _write_env(folder, ports)
+    # Compose lets the caller's environment win over --env-file: the native stack's
+    # KAFKA_BOOTSTRAP_SERVERS or DATABASE_URL (infra/lib.sh exports them) must not leak in.
+    shadowed = {k: os.environ.pop(k) for k in [*values, "DATABASE_URL"] if k in os.environ}
     jwt_secret = _write_secrets(folder)
-    prebuilt = bool(os.environ.get("APP_IMAGE"))
+    prebuilt = "APP_IMAGE" in values
     compose = DockerCompose(
         REPO,
         compose_file_name="docker-compose.yml",
@@ -188,8 +192,10 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeS
     except Exception:
         print(stack.logs())
         compose.stop()
+        os.environ.update(shadowed)
         raise
     try:
         yield stack
     finally:
         compose.stop()  # down --volumes: containers, network and volumes
+        os.environ.update(shadowed)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -14,7 +16,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.deploy.compose_stack import ROOM, ComposeStack, compose_stack  # noqa: F401
+from tests.deploy.compose_stack import REPO, ROOM, ComposeStack, compose_stack  # noqa: F401
 from tests.fixtures.infra import wait_until
 
 pytestmark = pytest.mark.deploy
@@ -214,3 +216,24 @@ async def test_worker_api_and_a_broker_killed_during_a_stream_of_cancels_lose_an
         f" where topic = 'queue-cancelled' and kafka_key in ({keys})"
     )
     assert events == f"{n}|0", events
+
+
+def test_the_restore_drill_passes_against_the_compose_postgres(compose_stack: ComposeStack) -> None:
+    """ops/backup/restore-drill.sh as docs/DEPLOY.md runs it: the container's own client
+    programs over `docker compose exec`, the dump on the host."""
+    stack = compose_stack
+    prefix = " ".join([*stack.compose.compose_command_property, "exec", "-T", "postgres"])
+    env = {
+        **os.environ,
+        "PG_EXEC": prefix,
+        "PGUSER": "antrean",
+        "PGDATABASE": "antrean",
+        "BACKUP_DIR": str(stack.folder / "backups"),
+    }
+    done = subprocess.run(
+        ["bash", str(REPO / "ops/backup/restore-drill.sh")],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "restore drill passed" in done.stdout, done.stdout
+    assert "rows public.queue_ticket" in done.stdout
