@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from services.cancel_api import repository as repo
-from services.cancel_api.admission import AdmissionMiddleware, BoundedPool
+from services.cancel_api.admission import AdmissionMiddleware, BoundedPool, LoopLag
 from services.cancel_api.config import CancelApiSettings
 from services.cancel_api.context import ApiContext
 from services.cancel_api.errors import install_handlers
@@ -45,6 +45,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         verifier=TokenVerifier(settings, cache_s=settings.auth_token_cache_s),
         topic=settings.topic(TOPIC_QUEUE_CANCELLED),
     )
+    lag = LoopLag()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -60,7 +61,10 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         )
         # Requests wait at most DB_ACQUIRE_TIMEOUT_S for a connection; the relay waits its turn.
         ctx.pool = BoundedPool(pool, settings.db_acquire_timeout_s, settings.api_retry_after_s)
-        tasks = [asyncio.create_task(_housekeeping(pool, settings))]
+        tasks = [
+            asyncio.create_task(_housekeeping(pool, settings)),
+            asyncio.create_task(lag.run()),
+        ]
         ready = SERVICE_READY.labels("cancel-api")
         tasks.append(asyncio.create_task(publish_readiness(ops.checks(ctx)[0], ready)))
         if settings.outbox_relay_enabled:
@@ -77,8 +81,8 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
             await ctx.verifier.close()
             if ctx.relay is not None:
                 ctx.relay.stop()
-            tasks[0].cancel()
-            tasks[1].cancel()
+            for task in tasks[:3]:  # all but the relay's, which stop() ends
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await pool.close()
 
@@ -103,6 +107,8 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         AdmissionMiddleware,
         max_in_flight=settings.max_in_flight,
         retry_after_s=settings.api_retry_after_s,
+        lag=lag,
+        max_loop_lag_s=settings.api_max_loop_lag_s,
     )
     app.add_middleware(RequestContextMiddleware)
     install_handlers(app)

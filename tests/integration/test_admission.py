@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -167,7 +168,30 @@ async def test_a_refused_cancel_without_a_key_is_refused_before_anything_and_can
         assert await committed(database, other["id"]) == ("cancelled", 1, 1)
 
 
-def test_the_in_flight_bound_defaults_to_twice_the_pool():
-    settings = CancelApiSettings(**api_env("postgresql://x/y", "k:9092", "p", DB_POOL_MAX="10"))
+async def test_a_request_arriving_while_the_event_loop_is_stalled_is_refused_and_later_served(
+    database, infra, topic_prefix
+):
+    async with started_api(database, infra, topic_prefix, API_MAX_LOOP_LAG_S="0.05") as api:
+        t = await api.register(name="Siti")
+        before = refused("loop_lag")
+        # The process starved of CPU: the event loop runs nothing for 0.3 s, and the request
+        # that arrives meanwhile would wait behind everything queued.
+        time.sleep(0.3)  # the stall is the condition under test
+        assert_overloaded(await cancel_with_key(api, t["id"], "k"), "1")
+        assert refused("loop_lag") == before + 1
+        assert await committed(database, t["id"]) == ("waiting", 0, 0)
+
+        async def served() -> bool:
+            return (await cancel_with_key(api, t["id"], "k")).status_code == 200
+
+        await wait_until(served, what="the cancel served once the loop keeps up")
+        assert await committed(database, t["id"]) == ("cancelled", 1, 1)
+
+
+def test_the_admission_defaults_are_twice_the_pool_half_a_second_and_a_quarter_second_lag():
+    env = api_env("postgresql://x/y", "k:9092", "p", DB_POOL_MAX="10")
+    del env["API_MAX_LOOP_LAG_S"]
+    settings = CancelApiSettings(**env)
     assert settings.max_in_flight == 20
     assert settings.db_acquire_timeout_s == 0.5 and settings.api_retry_after_s == 1
+    assert settings.api_max_loop_lag_s == 0.25
