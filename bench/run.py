@@ -16,7 +16,14 @@ import orjson
 
 from bench.common import Row, ensure_infra, log, machine, now_iso, results_dir
 
-NAMES = ("api_throughput", "bpjs_throughput", "e2e_latency", "ws_fanout", "recovery")
+NAMES = (
+    "api_throughput",
+    "api_saturation",
+    "bpjs_throughput",
+    "e2e_latency",
+    "ws_fanout",
+    "recovery",
+)
 README = results_dir(False).parent / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 

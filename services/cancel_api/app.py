@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from services.cancel_api import repository as repo
+from services.cancel_api.admission import AdmissionMiddleware, BoundedPool, LoopLag
 from services.cancel_api.config import CancelApiSettings
 from services.cancel_api.context import ApiContext
 from services.cancel_api.errors import install_handlers
@@ -44,6 +45,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         verifier=TokenVerifier(settings, cache_s=settings.auth_token_cache_s),
         topic=settings.topic(TOPIC_QUEUE_CANCELLED),
     )
+    lag = LoopLag()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -51,20 +53,25 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         # reset_session=False: no round trip per release. This app leaves no session state:
         # its locks are transaction-scoped (pg_advisory_xact_lock, FOR UPDATE), it sets no
         # session settings, and the relay UNLISTENs before it releases its listening connection.
-        ctx.pool = await create_pool(
+        pool = await create_pool(
             settings.database_url.get_secret_value(),
             min_size=0,
             max_size=settings.db_pool_max,
             reset_session=False,
         )
-        tasks = [asyncio.create_task(_housekeeping(ctx.pool, settings))]
+        # Requests wait at most DB_ACQUIRE_TIMEOUT_S for a connection; the relay waits its turn.
+        ctx.pool = BoundedPool(pool, settings.db_acquire_timeout_s, settings.api_retry_after_s)
+        tasks = [
+            asyncio.create_task(_housekeeping(pool, settings)),
+            asyncio.create_task(lag.run()),
+        ]
         ready = SERVICE_READY.labels("cancel-api")
         tasks.append(asyncio.create_task(publish_readiness(ops.checks(ctx)[0], ready)))
         if settings.outbox_relay_enabled:
             # Only queue-cancelled: the API's principal may write nothing else.
             kafka = KafkaConfig.from_settings(settings)
             ctx.relay = OutboxRelay(
-                ctx.pool, kafka, topics=[ctx.topic], max_attempts=settings.outbox_max_attempts
+                pool, kafka, topics=[ctx.topic], max_attempts=settings.outbox_max_attempts
             )
             tasks.append(asyncio.create_task(ctx.relay.run()))
         ctx.verifier.start()  # the identity provider's keys, fetched in the background
@@ -74,10 +81,10 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
             await ctx.verifier.close()
             if ctx.relay is not None:
                 ctx.relay.stop()
-            tasks[0].cancel()
-            tasks[1].cancel()
+            for task in tasks[:3]:  # all but the relay's, which stop() ends
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await ctx.pool.close()
+            await pool.close()
 
     app = FastAPI(
         title="Antrean cancel API",
@@ -95,6 +102,14 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
     app.state.ctx = ctx
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Inside the request context (a refusal has its request id and latency), before the body.
+    app.add_middleware(
+        AdmissionMiddleware,
+        max_in_flight=settings.max_in_flight,
+        retry_after_s=settings.api_retry_after_s,
+        lag=lag,
+        max_loop_lag_s=settings.api_max_loop_lag_s,
+    )
     app.add_middleware(RequestContextMiddleware)
     install_handlers(app)
     app.include_router(ops.router(ctx))

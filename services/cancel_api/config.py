@@ -22,6 +22,12 @@ class CancelApiSettings(ServedSettings):
     # Enough connections for the in-flight cancels of one process to rarely wait for one
     # (bench/README.md, api_throughput).
     db_pool_max: int = Field(64, alias="DB_POOL_MAX")
+    # Admission control (services.cancel_api.admission): past these bounds a request is refused
+    # at once with 503 `unavailable` and Retry-After instead of queueing. Unset: 2 x DB_POOL_MAX.
+    api_max_in_flight: int | None = Field(None, ge=1, alias="API_MAX_IN_FLIGHT")
+    db_acquire_timeout_s: float = Field(0.5, gt=0, alias="DB_ACQUIRE_TIMEOUT_S")
+    api_max_loop_lag_s: float = Field(0.25, ge=0, alias="API_MAX_LOOP_LAG_S")
+    api_retry_after_s: int = Field(1, ge=0, alias="API_RETRY_AFTER_S")
     max_body_bytes: int = Field(16 * 1024, alias="MAX_BODY_BYTES")
     # Verified tokens are remembered this long (never past their exp); 0 verifies every request.
     auth_token_cache_s: float = Field(30.0, ge=0, alias="AUTH_TOKEN_CACHE_S")
@@ -37,6 +43,10 @@ class CancelApiSettings(ServedSettings):
     @classmethod
     def _known_zone(cls, value: str) -> str:
         return zone(value).key  # a typo refuses the start, not every registration
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.api_max_in_flight or 2 * self.db_pool_max
 
     @property
     def public_metrics(self) -> bool:

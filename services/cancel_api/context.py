@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-import asyncpg
 import orjson
 from fastapi import Depends, Request
 from pydantic import ValidationError
 
+from services.cancel_api.admission import BoundedPool
 from services.cancel_api.config import CancelApiSettings
 from services.cancel_api.errors import Problem
 from shared.auth import TokenVerifier
@@ -24,7 +24,7 @@ class ApiContext:
     verifier: TokenVerifier
     topic: str
     # Created in the lifespan (no import-time globals).
-    pool: asyncpg.Pool = field(init=False)
+    pool: BoundedPool = field(init=False)
     relay: OutboxRelay | None = None
     # Clinic time zones (clinic_setting), remembered a few minutes.
     zones: ZoneCache = field(default_factory=ZoneCache)

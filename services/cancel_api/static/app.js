@@ -138,7 +138,9 @@ async function confirmCancel(q, opener) {
     toast("success", t("success"), { detail: t("ticket_ref", { ticket: q.ticket_number }) });
   } catch (err) {
     if (err instanceof ApiError) {
-      if (err.status !== 503) state.pending.delete(queueId); // the outcome is known
+      // A 4xx is a known outcome; after a 5xx (refused while busy, or unknown) the next click
+      // must resend the very same request, so the key is kept.
+      if (err.status < 500) state.pending.delete(queueId);
       const detail = err.problem.detail || (err.problem.title !== t("failure") ? err.problem.title : "");
       toast("error", t("failure"), { detail });
     } else {

@@ -1,0 +1,148 @@
+"""Admission control: past its bounds the API refuses at once (503 `unavailable`, Retry-After)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.cancel_api.errors import Problem, problem_response
+
+REFUSED = Counter(
+    "http_requests_refused_total", "Requests refused by admission control", ["reason"]
+)
+REFUSED_IN_FLIGHT = REFUSED.labels("in_flight")
+REFUSED_POOL_WAIT = REFUSED.labels("db_pool_wait")
+REFUSED_LOOP_LAG = REFUSED.labels("loop_lag")
+
+# What a load balancer and a browser opening the page need: never refused, never counted.
+EXEMPT_PATHS = frozenset(
+    {"/", "/healthz", "/readyz", "/metrics", "/ui/config", "/docs", "/redoc", "/openapi.json"}
+)
+EXEMPT_PREFIX = "/static/"
+
+
+def overloaded(retry_after_s: int) -> Problem:
+    return Problem(
+        503,
+        "unavailable",
+        f"Server sedang sibuk; permintaan tidak diproses. Coba lagi dalam {retry_after_s} detik.",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+class LoopLag:
+    """How late the event loop runs a timer: what every new request waits before its turn when
+    the process has more work than CPU. Under CPU overload the requests queue in the loop and
+    the sockets, not in the handlers, so the in-flight count alone does not see it."""
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        self.interval_s = interval_s
+        self.lag_s = 0.0
+        self._due: float | None = None
+
+    async def run(self) -> None:
+        while True:
+            self._due = time.monotonic() + self.interval_s
+            await asyncio.sleep(self.interval_s)
+            self.lag_s = time.monotonic() - self._due
+
+    def current(self) -> float:
+        """The last lag measured, or how overdue the next measurement already is."""
+        if self._due is None:
+            return 0.0
+        return max(self.lag_s, time.monotonic() - self._due)
+
+
+class AdmissionMiddleware:
+    """Counts the requests being served; past `max_in_flight`, or while the event loop lags
+    more than `max_loop_lag_s` (0: never), a request is answered 503 before it is read or
+    routed, so it has done nothing and a retry (same Idempotency-Key) is safe. One event loop
+    per process: a plain counter is enough."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_in_flight: int,
+        retry_after_s: int,
+        lag: LoopLag | None = None,
+        max_loop_lag_s: float = 0.0,
+    ) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.lag = lag if max_loop_lag_s > 0 else None
+        self.max_loop_lag_s = max_loop_lag_s
+        self.in_flight = 0
+        p = overloaded(retry_after_s)
+        response = problem_response(p, p.headers)
+        # Rendered once: a refusal must cost next to nothing when the process is saturated.
+        self._headers = response.raw_headers
+        self._body = response.body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            REFUSED_IN_FLIGHT.inc()
+            await self._refuse(send)
+            return
+        if self.lag is not None and self.lag.current() > self.max_loop_lag_s:
+            REFUSED_LOOP_LAG.inc()
+            await self._refuse(send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _refuse(self, send: Send) -> None:
+        # A fresh header list: the request context middleware appends its own to it.
+        headers = list(self._headers)
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": self._body})
+
+
+class BoundedPool:
+    """The database pool as request handlers see it: waiting for a connection longer than
+    `wait_s` refuses the request (503) before it has done anything. The outbox relay and
+    housekeeping use the pool itself, unbounded."""
+
+    def __init__(self, pool: asyncpg.Pool, wait_s: float, retry_after_s: int) -> None:
+        self.pool = pool
+        self.wait_s = wait_s
+        self.retry_after_s = retry_after_s
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        """A connection (`async with`); with `timeout`, the caller's own bound and asyncpg's
+        TimeoutError (the readiness check)."""
+        if timeout is not None:
+            return self.pool.acquire(timeout=timeout)
+        return self._bounded()
+
+    @contextlib.asynccontextmanager
+    async def _bounded(self) -> AsyncIterator[Any]:
+        try:
+            conn = await self.pool.acquire(timeout=self.wait_s)
+        except TimeoutError:
+            REFUSED_POOL_WAIT.inc()
+            raise overloaded(self.retry_after_s) from None
+        try:
+            yield conn
+        finally:
+            # asyncpg would bound the release by the acquire's timeout: not meant for it.
+            await self.pool.release(conn, timeout=30)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pool, name)
