@@ -310,7 +310,8 @@ def test_each_worker_replica_is_named_after_its_container_not_a_shared_setting(s
 
 
 def test_postgres_allows_the_connections_of_the_default_budget(services):
-    # docs/DEPLOY.md, Sizing: every pool at its most, plus migrate and a reserve.
+    # docs/DEPLOY.md, PostgreSQL connections: every pool at its most, migrate, operators and
+    # PostgreSQL's own reserve.
     entries = env_example_entries()
     command = " ".join(command_of(services["postgres"]))
     assert "max_connections=${POSTGRES_MAX_CONNECTIONS:-" in command
@@ -318,7 +319,7 @@ def test_postgres_allows_the_connections_of_the_default_budget(services):
     in_flight = int(entries["SYNC_MAX_IN_FLIGHT"][0])
     assert pool == CancelApiSettings.model_fields["db_pool_max"].default
     assert in_flight == WorkerSettings.model_fields["max_in_flight"].default
-    needed = (pool + 4) + (in_flight + 4 + 1) + 1 + 10
+    needed = pool + (in_flight + 4 + 1) + 1 + 5 + 3
     assert int(entries["POSTGRES_MAX_CONNECTIONS"][0]) >= needed
 
 
