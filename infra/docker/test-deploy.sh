@@ -5,6 +5,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 ENGINE="$REPO/infra/docker/engine.sh"
 trap 'bash "$ENGINE" stop' EXIT
+# The native 3-broker test (tests/deploy/test_kafka_cluster.py) uses the native PostgreSQL.
+bash "$REPO/infra/postgres/pg.sh" start
 bash "$ENGINE" start
 eval "$(bash "$ENGINE" vars)"
 images="$(bash "$REPO/infra/docker/images.sh" | tee /dev/stderr | grep -E '^[A-Z_]+=')"
