@@ -33,7 +33,9 @@ IMAGE_VARIABLES = ("APP_IMAGE", "POSTGRES_IMAGE", "KAFKA_IMAGE", "PYTHON_IMAGE")
 
 def docker_answers() -> bool:
     try:
-        return subprocess.run(["docker", "version"], capture_output=True, timeout=20).returncode == 0
+        return (
+            subprocess.run(["docker", "version"], capture_output=True, timeout=20).returncode == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 

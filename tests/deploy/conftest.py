@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.compose_stack import ComposeStack
+from tests.deploy.compose_stack import ComposeStack, compose_stack  # noqa: F401 (the fixture)
 
 RESULTS = Path(__file__).resolve().parents[2] / "test-results"
 

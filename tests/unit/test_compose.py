@@ -339,12 +339,17 @@ def test_three_brokers_form_one_quorum_with_their_own_ids_names_volumes_and_port
         hosts.add(env["KAFKA_ADVERTISED_HOST"])
         volumes.add(str(services[broker]["volumes"][0]).split(":")[0])
         ports.add(str(services[broker]["ports"][0]))
-        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "${KAFKA_CONTROLLER_QUORUM_VOTERS:-1@kafka:9093}"
+        assert (
+            env["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+            == "${KAFKA_CONTROLLER_QUORUM_VOTERS:-1@kafka:9093}"
+        )
     assert ids == {"1", "2", "3"} and hosts == set(BROKERS)
     assert len(volumes) == 3 and len(ports) == 3
     assert services["kafka"]["profiles"] == ["kafka", "kafka3"]
     assert services["kafka-2"]["profiles"] == services["kafka-3"]["profiles"] == ["kafka3"]
-    voters = re.search(r"KAFKA_CONTROLLER_QUORUM_VOTERS=(1@kafka:9093,\S+)", ENV_EXAMPLE.read_text())
+    voters = re.search(
+        r"KAFKA_CONTROLLER_QUORUM_VOTERS=(1@kafka:9093,\S+)", ENV_EXAMPLE.read_text()
+    )
     assert voters and voters.group(1) == "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
 
 
