@@ -194,7 +194,7 @@ class JobPool:
         self, row: asyncpg.Record, ticket: Ticket, creds: BpjsCredentials, probe: bool
     ) -> None:
         calls: list[Call] = []
-        seen: datetime | None = row["updated_at"]  # the job row as this attempt last wrote it
+        seen: datetime | None = row["updated_at"]  # of the job row as this attempt last read it
         try:
             job = self._job(row)
             step = machine.next_step(job, self.plan, self.service)
@@ -222,8 +222,10 @@ class JobPool:
                     break
                 if went.store_cancel_done:
                     async with self.db.acquire() as conn:
-                        seen = await store.store_cancel_done(conn, row["queue_id"], self.owner)
-                    row = _with(row, cancel_done=True)
+                        stored = await store.store_cancel_done(conn, row["queue_id"], self.owner)
+                    # The job as stored now: a warning sent since the claim is part of it.
+                    seen = None if stored is None else stored["updated_at"]
+                    row = row if stored is None else {**dict(row), **dict(stored)}
                 job, step = went.job, went.next
             self.breaker.record(not calls or machine.breaker_healthy(calls[-1].kind))
             ATTEMPTS.labels(await self._store(row, calls, seen)).inc()
@@ -332,11 +334,6 @@ class JobPool:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _with(row: Any, **columns: Any) -> dict[str, Any]:
-    """The job row with the columns this attempt wrote itself."""
-    return {**dict(row), **columns}
 
 
 __all__ = ["JobPool", "RetryPolicy"]

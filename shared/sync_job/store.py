@@ -207,16 +207,17 @@ select count(*) from job
 """  # noqa: S608 - a module constant of column names
 
 
-async def store_cancel_done(conn: asyncpg.Connection, queue_id: int, owner: str) -> datetime | None:
-    """`batal` succeeded: stored before the next call (see machine.Progress). The job's new
-    `updated_at`, None when the owner no longer holds it."""
-    stored: datetime | None = await conn.fetchval(
+async def store_cancel_done(
+    conn: asyncpg.Connection, queue_id: int, owner: str
+) -> asyncpg.Record | None:
+    """`batal` succeeded: stored before the next call (see machine.Progress). The job row as it
+    is now (with whatever others wrote since the claim), None when the owner no longer holds it."""
+    return await conn.fetchrow(
         "update bpjs_sync_job set cancel_done = true, updated_at = now()"
-        " where queue_id = $1 and lease_owner = $2 returning updated_at",
+        " where queue_id = $1 and lease_owner = $2 returning *",
         queue_id,
         owner,
     )
-    return stored
 
 
 async def overdue(conn: asyncpg.Connection, limit: int = 100) -> list[asyncpg.Record]:

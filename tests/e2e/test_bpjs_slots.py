@@ -76,10 +76,20 @@ async def test_an_attempt_never_overwrites_a_job_an_admin_resolved_while_its_cal
 async def test_a_job_warned_while_its_calls_ran_is_synced_as_recovered(
     api, sim, start_worker, database, infra
 ):
-    # The first phase ends while `batal` is still on its way: the sweeper warns meanwhile.
-    sim.set_fault("antreanrs:batal", "latency", latency_ms=3000, times=1)
-    start_worker(SYNC_FIRST_PHASE_S="1")
+    sim.set_fault("antreanrs:batal", "latency", latency_ms=1500, times=1)
+    start_worker()
     t = await cancel_bpjs(api, sim, "BK-SLOT-WARNED")
+    await wait_until(lambda: calls_for(sim, "BK-SLOT-WARNED", "batal") == 1, what="batal sent")
+    # Claimed, `batal` on its way: the first phase ends now and the sweeper warns meanwhile.
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute(
+            "update bpjs_sync_job set first_phase_until = now() - interval '1 second'"
+            " where queue_id = $1",
+            t["id"],
+        )
+    finally:
+        await conn.close()
     synced_topic, failed_topic = topics(api)
     [(_, warning)] = await read_events(infra.kafka, failed_topic, expect=1, timeout=60)
     assert warning.payload().will_retry is True
