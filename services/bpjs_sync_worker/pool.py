@@ -1,10 +1,11 @@
 """The bounded pool that works sync jobs: claim due jobs with a lease (kept alive while their
-calls run), make the calls within the rate limit and the breaker, and store what the job's
-state machine (shared.sync_job.machine) decides."""
+calls run), make the calls within the in-flight slots, the rate limit and the breaker, and store
+what the job's state machine (shared.sync_job.machine) decides."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -14,13 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from aiolimiter import AsyncLimiter
 from prometheus_client import Counter, Gauge
 
 from services.bpjs_sync_worker import jobs, results, verify
 from services.bpjs_sync_worker.breaker import CircuitBreaker
 from services.bpjs_sync_worker.config import WorkerSettings
 from services.bpjs_sync_worker.credentials import CredentialBook, NoCredentials
+from services.bpjs_sync_worker.slots import CallSlots
 from services.bpjs_sync_worker.syncer import Syncer, traced_attempt
 from services.bpjs_sync_worker.verify import Ticket
 from shared.bpjs import BpjsClient, BpjsCredentials
@@ -37,9 +38,16 @@ WAKE_DEBOUNCE_S = 0.005
 # no_credentials), interrupted (stopped between calls) or discarded (resolved meanwhile).
 ATTEMPTS = Counter("bpjs_sync_attempts_total", "Sync attempts by how they ended", ["outcome"])
 RESULTS = Counter("bpjs_sync_results_total", "Result events emitted", ["type", "error_kind"])
-IN_FLIGHT = Gauge("bpjs_sync_in_flight", "Sync attempts in flight")
+IN_FLIGHT = Gauge("bpjs_sync_in_flight", "Sync attempts running (in a call or waiting for a slot)")
 BREAKER = Gauge("bpjs_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open")
 HEARTBEATS = Counter("bpjs_sync_lease_extensions_total", "Leases extended while calls ran")
+
+
+def claim_ahead(max_in_flight: int) -> int:
+    """Attempts claimed beyond the in-flight limit. They wait for a BPJS slot, so a slot freed
+    by a call that ended starts its next call at once, while the claim round trip and the other
+    attempts' database writes run outside the slots."""
+    return max_in_flight
 
 
 class JobPool:
@@ -47,20 +55,20 @@ class JobPool:
         self.db = pool
         self.settings = settings
         self.service = settings.bpjs_service
-        self.syncer = Syncer(client)
         self.owner = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.policy = settings.retry_policy()
         self.plan = Plan(send_task99=settings.bpjs_send_task99, readback=settings.bpjs_readback)
         self.breaker = CircuitBreaker(
             settings.breaker_threshold, settings.breaker_cooldown_s, settings.breaker_max_cooldown_s
         )
-        # One token per BPJS call (cancel, task 99, read-back), shared with the reconciliation.
-        rate = settings.rate_per_s
-        # aiolimiter hands out at most `max_rate` per period: under 1/s, one per 1/rate s.
-        self.limiter = AsyncLimiter(rate, 1.0) if rate >= 1 else AsyncLimiter(1, 1 / rate)
+        # Every BPJS call (cancel, task 99, read-back), the reconciliation's too, takes a slot.
+        self.slots = CallSlots(Syncer(client), settings.max_in_flight, settings.rate_per_s)
         self.credentials = CredentialBook.load(
             settings.credentials_default(), settings.bpjs_credentials_file
         )
+        ahead = claim_ahead(settings.max_in_flight)
+        self.max_attempts = settings.max_in_flight + ahead
+        self.claim_batch = max(1, ahead // 2)
         self.wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running: dict[asyncio.Task[None], int] = {}  # task -> queue id (for heartbeats)
@@ -74,7 +82,8 @@ class JobPool:
         self._periodic.append((interval_s, work))
 
     async def run(self) -> None:
-        """Until stop(): sweep, start due jobs within the limits, wait for a wake-up."""
+        """Until stop(): start due jobs within the limits, wait for a wake-up; the sweeps run
+        beside, so a slow sweep never delays refilling the slots."""
         # The owner is WORKER_ID, else hostname:pid. That default is stable across restarts of a
         # container (its process is pid 1), and unique among live processes, so a restarted
         # replica frees what it held when it died instead of waiting for the leases to expire.
@@ -83,18 +92,8 @@ class JobPool:
         log.info("own_leases_released", count=freed, owner=self.owner)
         self.every(SWEEP_INTERVAL_S, self._sweep)
         self.every(self.settings.lease_s / 3, self._heartbeat)
-        last = [0.0] * len(self._periodic)
+        sweeps = asyncio.create_task(self._sweeps())
         while not self._stopping.is_set():
-            for i, (interval, work) in enumerate(self._periodic):
-                now = time.monotonic()
-                if now - last[i] < interval:  # not on every wake-up: sweeps cost queries
-                    continue
-                last[i] = now
-                try:
-                    await work()
-                except Exception as exc:
-                    log.warning("pool_sweep_failed", work=work.__name__, error=repr(exc))
-                    self._listener = None
             try:
                 await self._start_due()
             except Exception as exc:
@@ -106,6 +105,24 @@ class JobPool:
             self.wake.clear()
             # Debounce: attempts finishing together are refilled by one claim query.
             await asyncio.sleep(WAKE_DEBOUNCE_S)
+        await sweeps
+
+    async def _sweeps(self) -> None:
+        """Each periodic work at most every its interval, one after the other, until stop()."""
+        last = [0.0] * len(self._periodic)
+        while not self._stopping.is_set():
+            for i, (interval, work) in enumerate(self._periodic):
+                if time.monotonic() - last[i] < interval:
+                    continue
+                last[i] = time.monotonic()
+                try:
+                    await work()
+                except Exception as exc:
+                    log.warning("pool_sweep_failed", work=work.__name__, error=repr(exc))
+                    self._listener = None
+            due = min(at + interval for at, (interval, _) in zip(last, self._periodic, strict=True))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), max(due - time.monotonic(), 0.01))
 
     async def stop(self) -> None:
         """Stop claiming and let the calls in flight finish (graceful SIGTERM)."""
@@ -133,9 +150,13 @@ class JobPool:
         HEARTBEATS.inc(n)
 
     async def _start_due(self) -> None:
-        free = self.settings.max_in_flight - len(self._running)
-        allowed = self.breaker.capacity(free)
+        running = len(self._running)
+        free = self.max_attempts - running
         BREAKER.set(int(self.breaker.state))
+        # In batches while enough attempts wait for a slot; at once when a slot would idle.
+        if free < self.claim_batch and running >= self.settings.max_in_flight:
+            return
+        allowed = self.breaker.capacity(free)
         if allowed <= 0:
             return
         async with self.db.acquire() as conn:
@@ -156,8 +177,9 @@ class JobPool:
             creds = self.credentials.for_clinic(ticket.clinic_id)
         except NoCredentials:
             return self._no_credentials(row)  # no call, so no breaker probe either
+        probe = self.breaker.is_open  # half-open: this attempt is the one probe
         self.breaker.started()
-        return self._work(row, ticket, creds)
+        return self._work(row, ticket, creds, probe)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
@@ -168,14 +190,30 @@ class JobPool:
         # Whether BPJS's record can be read follows this deployment's settings.
         return replace(Job.of(row), confirmable=self.plan.confirmable(self.service))
 
-    async def _work(self, row: asyncpg.Record, ticket: Ticket, creds: BpjsCredentials) -> None:
+    async def _work(
+        self, row: asyncpg.Record, ticket: Ticket, creds: BpjsCredentials, probe: bool
+    ) -> None:
         calls: list[Call] = []
+        seen: datetime | None = row["updated_at"]  # of the job row as this attempt last read it
         try:
             job = self._job(row)
             step = machine.next_step(job, self.plan, self.service)
             while step is not None:
-                async with self.limiter:
-                    call = await self.syncer.call(step, ticket, creds)
+                if calls:
+                    call = await self.slots.call(step, ticket, creds)
+                else:
+                    # Claimed ahead: by the time its slot is free, the breaker may hold calls
+                    # (this attempt is not its probe) or the worker be stopping.
+                    first = await self.slots.call_unless(
+                        lambda: self._stopping.is_set() or (self.breaker.is_open and not probe),
+                        step,
+                        ticket,
+                        creds,
+                    )
+                    if first is None:  # due again at once, no attempt counted
+                        ATTEMPTS.labels(await self._store(row, [])).inc()
+                        return
+                    call = first
                 calls.append(call)
                 went = machine.after_call(
                     job, call, now=_now(), policy=self.policy, plan=self.plan, service=self.service
@@ -184,30 +222,41 @@ class JobPool:
                     break
                 if went.store_cancel_done:
                     async with self.db.acquire() as conn:
-                        await store.store_cancel_done(conn, row["queue_id"], self.owner)
+                        stored = await store.store_cancel_done(conn, row["queue_id"], self.owner)
+                    # The job as stored now: a warning sent since the claim is part of it.
+                    seen = None if stored is None else stored["updated_at"]
+                    row = row if stored is None else {**dict(row), **dict(stored)}
                 job, step = went.job, went.next
             self.breaker.record(not calls or machine.breaker_healthy(calls[-1].kind))
-            ATTEMPTS.labels(await self._store(row, calls)).inc()
+            ATTEMPTS.labels(await self._store(row, calls, seen)).inc()
         except Exception as exc:
             log.exception("sync_attempt_crashed", queue_id=row["queue_id"], error=repr(exc))
 
-    async def _store(self, row: asyncpg.Record, calls: list[Call]) -> str:
+    async def _store(self, row: Any, calls: list[Call], seen: datetime | None = None) -> str:
         """The attempt's end, decided again on the job as it is now (the warning sweeper may
-        have warned, an admin resolved it, while the calls ran); how it ended."""
+        have warned, an admin resolved it, while the calls ran); how it ended. Mostly nobody
+        wrote the job meanwhile: then one statement stores what `row` decides, no lock taken."""
+        if seen is not None:
+            change = self._fold(row, calls)
+            async with self.db.acquire() as conn:
+                if await self._apply(conn, row, change, unchanged_since=(self.owner, seen)):
+                    return self._ended(row, calls, change)
         async with self.db.acquire() as conn, conn.transaction():
             current = await store.lock(conn, row["queue_id"], owner=self.owner)
             if current is None:
                 log.info("sync_attempt_discarded", queue_id=row["queue_id"])
                 return "discarded"
-            change = machine.fold(
-                self._job(current),
-                calls,
-                now=_now(),
-                policy=self.policy,
-                plan=self.plan,
-                service=self.service,
-            )
+            change = self._fold(current, calls)
             await self._apply(conn, current, change)
+        return self._ended(row, calls, change)
+
+    def _fold(self, row: Any, calls: list[Call]) -> Change:
+        return machine.fold(
+            self._job(row), calls, now=_now(), policy=self.policy, plan=self.plan,
+            service=self.service,
+        )  # fmt: skip
+
+    def _ended(self, row: Any, calls: list[Call], change: Change) -> str:
         log.info(
             "sync_attempt",
             queue_id=row["queue_id"],
@@ -220,15 +269,24 @@ class JobPool:
             return "synced"
         return (change.job.last_error_kind or "failed") if change.attempt else "interrupted"
 
-    async def _apply(self, conn: asyncpg.Connection, row: Any, change: Change) -> None:
-        """Store `change` with the result event it emits, if any."""
+    async def _apply(
+        self,
+        conn: asyncpg.Connection,
+        row: Any,
+        change: Change,
+        unchanged_since: tuple[str, datetime] | None = None,
+    ) -> bool:
+        """Store `change` with the result event it emits, if any (see store.apply)."""
         event = None
         if change.emit is not None:
             topic = self.synced_topic if change.emit.type == "BpjsSynced" else self.failed_topic
             event = (topic, results.build(row, change, _now()))
-        await store.apply(conn, row["queue_id"], change, result=event)
-        if event is not None:
+        stored = await store.apply(
+            conn, row["queue_id"], change, result=event, unchanged_since=unchanged_since
+        )
+        if stored and event is not None:
             RESULTS.labels(event[1].type, change.emit.error_kind or "").inc()  # type: ignore[union-attr]
+        return stored
 
     async def _no_credentials(self, row: asyncpg.Record) -> None:
         """A clinic missing from the credentials file: a final failure, nothing sent to BPJS."""

@@ -180,8 +180,7 @@ class Sweepers:
             rows = await conn.fetch(_DAY_JOBS_SQL, clinic_id, start, end)
         checked = missing = failed = 0
         for row in rows:
-            async with p.limiter:
-                call = await p.syncer.call(Step.READBACK, Ticket.of(row, prefix="t_"), creds)
+            call = await p.slots.call(Step.READBACK, Ticket.of(row, prefix="t_"), creds)
             p.breaker.record(machine.breaker_healthy(call.kind))
             if call.kind not in ("success", "already_done", "rejected"):
                 failed += 1

@@ -173,10 +173,13 @@ async def _connect(settings: WorkerSettings) -> asyncpg.Pool:
     delay = 0.5
     while True:
         try:
+            # No reset round trip per release: the worker leaves no session state (row locks
+            # only; its LISTEN has its own connection; the relay UNLISTENs before releasing).
             return await create_pool(
                 settings.database_url.get_secret_value(),
                 min_size=1,
                 max_size=settings.max_in_flight + 4,
+                reset_session=False,
             )
         except Exception as exc:
             log.warning("database_unreachable", error=repr(exc), retry_in_s=delay)

@@ -7,6 +7,7 @@ endpoints (retry, resolve); both go through `machine` first, then `apply`.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import asyncpg
 
@@ -125,14 +126,19 @@ async def apply(
     *,
     result: tuple[str, CloudEvent] | None = None,
     resolved_by: tuple[str, str, str] | None = None,
-) -> None:
-    """Store `change` (the caller's transaction holds the job row locked): the job's columns,
-    the ticket's `bpjs_sync` and the result event (outbox), in one statement."""
+    unchanged_since: tuple[str, datetime] | None = None,
+) -> bool:
+    """Store `change`: the job's columns, the ticket's `bpjs_sync` and the result event
+    (outbox), in one statement. Either the caller's transaction holds the job row locked, or
+    `unchanged_since` is (lease owner, `updated_at` as the change was decided on) and nothing is
+    stored unless the job is still that owner's, unfinished and unwritten since. Whether it was
+    stored."""
     j = change.job
     call = change.attempt
     out = outbox_values(*result) if result is not None else (None,) * 6
     who = resolved_by or (None, None, None)
-    await conn.execute(
+    seen = unchanged_since or (None, None)
+    stored = await conn.fetchval(
         _APPLY_SQL,
         queue_id,
         j.status.value,
@@ -159,7 +165,9 @@ async def apply(
         change.ticket_sync.value if change.ticket_sync is not None else None,
         *who,
         *out,
+        *seen,
     )
+    return bool(stored)
 
 
 _APPLY_SQL = f"""
@@ -183,24 +191,30 @@ with job as (
         resolved_note = coalesce($26, resolved_note),
         resolved_at = case when $24::text is not null then now() else resolved_at end,
         updated_at = now()
-    where queue_id = $1
+    where queue_id = $1 and ($33::text is null or (lease_owner = $33 and updated_at = $34
+        and status not in ('synced', 'resolved_manually')))
     returning queue_id
 ), ticket as (
     update queue_ticket set bpjs_sync = $23, updated_at = now()
-    where id = $1 and $23::text is not null
+    where id = $1 and $23::text is not null and exists (select 1 from job)
       and (bpjs_sync is distinct from 'resolved_manually' or $23 = 'resolved_manually')
+), event as (
+    insert into outbox ({OUTBOX_INSERT_COLUMNS})
+    select $27::uuid, $28::text, $29::text, $30::text, $31::bytea, $32::text from job
+    where $27::uuid is not null
 )
-insert into outbox ({OUTBOX_INSERT_COLUMNS})
-select $27::uuid, $28::text, $29::text, $30::text, $31::bytea, $32::text from job
-where $27::uuid is not null
+select count(*) from job
 """  # noqa: S608 - a module constant of column names
 
 
-async def store_cancel_done(conn: asyncpg.Connection, queue_id: int, owner: str) -> None:
-    """`batal` succeeded: stored before the next call (see machine.Progress)."""
-    await conn.execute(
+async def store_cancel_done(
+    conn: asyncpg.Connection, queue_id: int, owner: str
+) -> asyncpg.Record | None:
+    """`batal` succeeded: stored before the next call (see machine.Progress). The job row as it
+    is now (with whatever others wrote since the claim), None when the owner no longer holds it."""
+    return await conn.fetchrow(
         "update bpjs_sync_job set cancel_done = true, updated_at = now()"
-        " where queue_id = $1 and lease_owner = $2",
+        " where queue_id = $1 and lease_owner = $2 returning *",
         queue_id,
         owner,
     )
