@@ -19,26 +19,17 @@ from bench.common import (
     STAFF,
     Row,
     busy_share,
-    cdf,
     cpu_s,
-    figure,
     log,
     machine_jiffies,
     now_iso,
-    percentiles,
     results_dir,
-    save_figure,
     self_cpu_s,
     token,
-    write_result,
 )
+from bench.saas_report import FLOOR_RATE, ROOMS, SCREENS, ZIPF_S, figures, report
 from bench.stack import Stack, cancel, http_client
 from bench.wsclient import Fleet
-
-ROOMS = ("POLI-UMUM", "POLI-GIGI")
-SCREENS = 5  # per clinic; screen j watches room j % 2 (3 screens on the first room, 2 on the other)
-ZIPF_S = 1.1
-FLOOR_RATE = 2
 
 
 def clinic_id(k: int) -> str:
@@ -135,13 +126,16 @@ async def phase(
     wall: dict[int, float] = {}
     http: list[float] = []
     statuses: dict[int, int] = {}
+    accepted: set[int] = set()  # a refused (503) cancel changes nothing and is never delivered
     fleet_pids = [p.pid for p, _ in fleet.children]
-    cpu0, svc0, m0 = self_cpu_s(), stack.cpu_snapshot(), machine_jiffies()
+    cpu0, svc0, m0, w0 = self_cpu_s(), stack.cpu_snapshot(), machine_jiffies(), time.monotonic()
     ws0, inf0 = sum(cpu_s(p) for p in fleet_pids), await infra.snapshot()
+    raw = os.environ.get("BENCH_PYSPY_FORMAT") == "raw"  # collapsed stacks instead of an SVG
     spies = [
         await asyncio.create_subprocess_exec(
             str(REPO / ".venv/bin/py-spy"), "record", "--nonblocking", "-o",
-            str(results_dir(False) / f"saas_shape-{name}-{rate}.svg"),
+            str(results_dir(False) / f"saas_shape-{name}-{rate}.{'txt' if raw else 'svg'}"),
+            *(["--format", "raw"] if raw else []),
             "--pid", str(stack.services[name].pid), "--duration", str(int(seconds)),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
@@ -156,25 +150,31 @@ async def phase(
             status, secs = await cancel(client, stack.api_url, qid, tokens[cancels[i][0]])
             statuses[status] = statuses.get(status, 0) + 1
             http.append(secs)
+            if status == 200:
+                accepted.add(qid)
 
         await asyncio.gather(*(one(i, q) for i, q in enumerate(ids)))
         late = max(sent.values()) - t0 - (n - 1) / rate
     busy = busy_share(m0, machine_jiffies())
-    expected = {q: watchers[(c, r)] for q, (c, r, _) in zip(ids, cancels, strict=True)}
+    expected = {q: watchers[(c, r)] for q, (c, r, _) in zip(ids, cancels, strict=True)
+                if q in accepted}  # fmt: skip
     await fleet.settle(before + sum(expected.values()), limit_s=60)
-    bpjs_ids = [q for q, (_, _, b) in zip(ids, cancels, strict=True) if b]
+    bpjs_ids = [q for q, (_, _, b) in zip(ids, cancels, strict=True) if b and q in accepted]
     synced_at = await wait_synced(stack.dsn, bpjs_ids, limit_s=60)
     svc = {k: round(v - svc0[k], 2) for k, v in stack.cpu_snapshot().items()}
     cpu = {**svc, **Infra.diff(inf0, await infra.snapshot()),
            "ws_clients": round(sum(cpu_s(p) for p in fleet_pids) - ws0, 2),
            "http_generator": round(self_cpu_s() - cpu0, 2)}  # fmt: skip
+    window = time.monotonic() - w0  # sending, the tail's delivery and the BPJS syncs
     for spy in spies:
         await asyncio.wait_for(spy.wait(), 60)
     return {
         "rate": rate, "cancels": n, "statuses": statuses,
         "errors": sum(c for s, c in statuses.items() if s != 200),
         "generator_behind_s": round(late, 3), "machine_cpu_busy_share": busy,
-        "cpu_s": cpu, "cpu_s_per_1000_cancels": {k: round(v * 1000 / n, 3) for k, v in cpu.items()},
+        "cpu_s": cpu, "cpu_window_s": round(window, 1),
+        "cpu_cores": {k: round(v / window, 3) for k, v in cpu.items()},
+        "cpu_s_per_1000_cancels": {k: round(v * 1000 / n, 3) for k, v in cpu.items()},
         "_sent": sent, "_wall": wall, "_http": http, "_expected": expected,
         "_bpjs": bpjs_ids, "_synced_at": synced_at,
     }  # fmt: skip
@@ -196,37 +196,6 @@ async def wait_synced(dsn: str, ids: list[int], limit_s: float) -> dict[int, flo
             await asyncio.sleep(0.5)
     finally:
         await conn.close()
-
-
-def figures(p: dict[str, Any], arrivals: dict[str, dict[int, list[float]]]) -> dict[str, Any]:
-    """Delivery to each subscribed screen (every pair) and to all of a cancel's screens."""
-    pairs: list[float] = []
-    every: list[float] = []
-    wrong = complete = 0
-    for qid, t in p["_sent"].items():
-        times = arrivals["queue.cancelled"].get(qid, [])
-        want = p["_expected"][qid]
-        pairs.extend(x - t for x in times)
-        wrong += max(0, len(times) - want)
-        if len(times) >= want:
-            complete += 1
-            every.append(max(times) - t)
-    ws = [min(arrivals["bpjs.synced"][q]) - p["_sent"][q]
-          for q in p["_bpjs"] if q in arrivals["bpjs.synced"]]  # fmt: skip
-    db = [t - p["_wall"][q] for q, t in p["_synced_at"].items()]
-    return {
-        "to_each_screen_ms": percentiles(pairs),
-        "to_every_screen_ms": percentiles(every),
-        "cancels_reaching_every_screen": complete,
-        "deliveries_expected": sum(p["_expected"].values()),
-        "deliveries_received": len(pairs),
-        "deliveries_to_unsubscribed_screens": wrong,
-        "http_ms": percentiles(p["_http"]),
-        "bpjs_synced_ws_ms": percentiles(ws),
-        "bpjs_synced_db_ms": percentiles(db),
-        "bpjs_synced_count": f"{len(db)}/{len(p['_bpjs'])}",
-        "_every": every,
-    }
 
 
 async def run(quick: bool) -> list[Row]:
@@ -289,104 +258,3 @@ async def run(quick: bool) -> list[Row]:
     for p in phases:
         p.update(figures(p, got["arrivals"]))
     return report(quick, phases, usage, got, connected, sessions, clinics, seconds, started)
-
-
-def report(
-    quick: bool,
-    phases: list[dict[str, Any]],
-    usage: dict[str, Any],
-    got: dict[str, Any],
-    connected: int,
-    sessions: int,
-    clinics: int,
-    seconds: float,
-    started: str,
-) -> list[Row]:
-    floor, rated = phases[0], phases[1:]
-    floor_p50 = floor["to_every_screen_ms"].get("p50") or 0.0
-    fig, (a1, a2) = figure(quick, "saas_shape", title=f"saas_shape ({clinics} clinics, "
-                           f"{connected} screens, Zipf s={ZIPF_S})")  # fmt: skip
-    for p in phases:
-        cdf(a1, [x * 1000 for x in p["_every"]], f"{p['rate']}/s")
-    a1.axvline(100, color="r", ls=":", label="100 ms")
-    a1.set_xscale("log")
-    a1.set_xlabel("ms, cancel sent to all of its subscribed screens")
-    a1.legend(fontsize=8)
-    procs = sorted({k for p in rated for k in p["cpu_s_per_1000_cancels"]})
-    for k in procs:
-        a2.plot([p["rate"] for p in rated], [p["cpu_s_per_1000_cancels"][k] for p in rated],
-                marker="o", label=k)  # fmt: skip
-    a2.set_xlabel("cancels/s")
-    a2.set_ylabel("CPU s per 1,000 cancels")
-    a2.grid(True, alpha=0.3)
-    a2.legend(fontsize=7)
-    save_figure(fig, quick, "saas_shape")
-    for p in phases:
-        for k in [k for k in p if k.startswith("_")]:
-            p.pop(k)
-    write_result(
-        "saas_shape",
-        quick,
-        {
-            "inputs": {
-                "clinics": clinics,
-                "rooms_per_clinic": len(ROOMS),
-                "screens_per_clinic": SCREENS,
-                "sessions": sessions,
-                "connected": connected,
-                "zipf_s": ZIPF_S,
-                "bpjs_share": 0.2,
-                "seconds_per_rate": seconds,
-                "floor_rate": FLOOR_RATE,
-            },
-            "started": started,
-            "finished": now_iso(),
-            "phases": phases,
-            "services": usage,
-            "ws_clients": {
-                k: got[k] for k in ("connected", "failed", "duplicates", "closed_by_server")
-            },
-        },
-    )
-    b, f = "saas_shape", floor["to_every_screen_ms"]
-    rows = [Row(b, f"floor ({FLOOR_RATE}/s, {connected} screens): to every subscribed screen "
-                "p50 / p99 (ms)", f"{f.get('p50')} / {f.get('p99')}")]  # fmt: skip
-    for p in rated:
-        e, each, h, s = (
-            p["to_every_screen_ms"],
-            p["to_each_screen_ms"],
-            p["http_ms"],
-            p["bpjs_synced_ws_ms"],
-        )
-        done = p["cancels_reaching_every_screen"] == p["cancels"]
-        target, ok = "", None
-        if p["rate"] == 50:
-            limit = min(100.0, 10 * floor_p50)
-            target = f"p99 <= {limit:g} (100, 10 x floor p50)"
-            ok = e.get("p99") is not None and e["p99"] <= limit and done
-        rows.append(
-            Row(
-                b,
-                f"{p['rate']}/s: to each screen p50 / p99; to every screen p50 / p99 (ms)",
-                f"{each.get('p50')} / {each.get('p99')}; {e.get('p50')} / {e.get('p99')}",
-                target,
-                ok,
-            )
-        )
-        rows.append(Row(b, f"{p['rate']}/s: HTTP p99 (ms); errors (non-200); reached every screen; "
-                        "machine busy",
-                        f"{h.get('p99')}; {p['errors']}; {p['cancels_reaching_every_screen']}/"
-                        f"{p['cancels']}; {round(100 * p['machine_cpu_busy_share'])} %",
-                        "no errors" if p["rate"] == 200 else "",
-                        (p["errors"] == 0 and done) if p["rate"] == 200 else None))  # fmt: skip
-        rows.append(Row(b, f"{p['rate']}/s: to bpjs.synced p50 / p99 (ms)",
-                        f"{s.get('p50')} / {s.get('p99')} ({p['bpjs_synced_count']})"))  # fmt: skip
-        cpu = p["cpu_s_per_1000_cancels"]
-        rows.append(
-            Row(
-                b,
-                f"{p['rate']}/s: CPU s per 1,000 cancels",
-                ", ".join(f"{k} {v}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])),
-            )
-        )
-    return rows
