@@ -76,9 +76,11 @@ class Infra:
 
     def __init__(self, database: str) -> None:
         self.database = database
+        # The native broker of `make up` (infra/kafka/kafka.sh), whose data live in .data/kafka.
+        broker = str((REPO / ".data" / "kafka").resolve()).encode() + b"/"
         self.kafka_pid = next(
             (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
-             b"kafka.Kafka" in _read(p / "cmdline") and b"/work/main/.data/kafka/" in
+             b"kafka.Kafka" in _read(p / "cmdline") and broker in
              _read(p / "cmdline")), None,
         )  # fmt: skip
 
