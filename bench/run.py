@@ -23,6 +23,7 @@ NAMES = (
     "e2e_latency",
     "ws_fanout",
     "recovery",
+    "saas_shape",
 )
 README = results_dir(False).parent / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"

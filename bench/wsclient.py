@@ -44,9 +44,11 @@ class Session(asyncio.Protocol):
     message costs the frame parse and one `orjson.loads` inside `data_received`.
     """
 
-    def __init__(self, url: str, tok: str, rec: Recorder, stop: asyncio.Event) -> None:
+    def __init__(
+        self, url: str, tok: str, rec: Recorder, stop: asyncio.Event, room: str | None = None
+    ) -> None:
         self.proto = ClientProtocol(parse_uri(url), max_size=None)
-        self.tok, self.rec, self.stop = tok, rec, stop
+        self.tok, self.rec, self.stop, self.room = tok, rec, stop, room
         self.transport: asyncio.Transport | None = None
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.seen: set[tuple[str, int]] = set()
@@ -118,6 +120,9 @@ class Session(asyncio.Protocol):
     def _message(self, m: dict[str, Any], now: float) -> None:
         kind: str = m.get("type", "")
         if kind == "ready":
+            if self.room is not None:  # a screen of one room (docs/WEBSOCKET.md, subscribe)
+                self.proto.send_text(orjson.dumps({"type": "subscribe", "room_ids": [self.room]}))
+                self._flush()
             if not self.ready.done():
                 self.ready.set_result(True)
             return
@@ -142,13 +147,15 @@ class Session(asyncio.Protocol):
 
 
 async def session(url: str, tok: str, rec: Recorder, gate: asyncio.Semaphore,
-                  stop: asyncio.Event) -> Session | None:  # fmt: skip
+                  stop: asyncio.Event, room: str | None = None) -> Session | None:  # fmt: skip
     uri = parse_uri(url)
     loop = asyncio.get_running_loop()
     try:
         async with gate:
             _, sess = await asyncio.wait_for(
-                loop.create_connection(lambda: Session(url, tok, rec, stop), uri.host, uri.port),
+                loop.create_connection(
+                    lambda: Session(url, tok, rec, stop, room), uri.host, uri.port
+                ),
                 60,
             )
             ok = await asyncio.wait_for(sess.ready, 60)
@@ -172,10 +179,11 @@ async def main(config: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     tokens: list[str] = config["tokens"]
     first = config.get("first_token")  # e.g. the cancelling user's own session
+    rooms: list[str | None] = config.get("rooms") or []  # per session: subscribe to this room
     tasks = [
         asyncio.create_task(
             session(config["url"], first if (i == 0 and first) else tokens[i % len(tokens)],
-                    rec, gate, stop)
+                    rec, gate, stop, rooms[i] if rooms else None)
         )
         for i in range(int(config["sessions"]))
     ]  # fmt: skip
@@ -216,13 +224,21 @@ if __name__ == "__main__":
 
 
 class Fleet:
-    """The parent side: `procs` wsclient processes sharing `sessions` sessions."""
+    """The parent side: `procs` wsclient processes sharing `sessions` sessions. With `rooms`
+    (one per session), session i uses `tokens[i]` and subscribes to `rooms[i]`."""
 
     def __init__(
-        self, url: str, sessions: int, procs: int, tokens: list[str], first: str | None = None
+        self,
+        url: str,
+        sessions: int,
+        procs: int,
+        tokens: list[str],
+        first: str | None = None,
+        rooms: list[str] | None = None,
     ) -> None:
         self.url, self.sessions, self.procs, self.tokens = url, sessions, procs, tokens
-        self.first = first
+        self.first, self.rooms = first, rooms
+        assert rooms is None or len(rooms) == len(tokens) == sessions
         self.children: list[tuple[Any, Path]] = []
 
     async def start(self, limit_s: float = 180.0) -> int:
@@ -239,6 +255,12 @@ class Fleet:
                 "out": str(tmp / "out.json"),
                 "first_token": self.first if i == 0 else None,
             }
+            if self.rooms is not None:  # this process's own slice of the sessions
+                at = sum(per[:i])
+                cfg["tokens"], cfg["rooms"] = (
+                    self.tokens[at : at + count],
+                    self.rooms[at : at + count],
+                )
             (tmp / "cfg.json").write_bytes(orjson.dumps(cfg))
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.wsclient", str(tmp / "cfg.json"),
