@@ -118,13 +118,14 @@ async def phase(stack: Stack, rate: int, seconds: float, sessions: int, procs: i
     finally:
         fleet.kill()
     arrivals = got["arrivals"]
-    e2e, pairs, complete = [], 0, 0
+    e2e, pairs, complete, complete_at = [], 0, 0, []
     for qid, t in sent.items():
         times = arrivals["queue.cancelled"].get(qid, [])
         pairs += len(times)
         if len(times) >= connected:
             complete += 1
             e2e.append(max(times) - t)
+            complete_at.append(max(times) - t0)
     bpjs_ids = set(ids[4::5])
     synced = [min(arrivals["bpjs.synced"][q]) - sent[q]
               for q in bpjs_ids if q in arrivals["bpjs.synced"]]  # fmt: skip
@@ -154,6 +155,7 @@ async def phase(stack: Stack, rate: int, seconds: float, sessions: int, procs: i
         },
         "_e2e": e2e,
         "_http": list(http.values()),
+        "_complete_at": complete_at,  # seconds after the first send: when each reached everyone
     }
 
 
@@ -199,6 +201,7 @@ async def run(quick: bool) -> list[Row]:
     for p in phases:
         p.pop("_e2e")
         p.pop("_http")
+        p.pop("_complete_at")
     write_result(
         "e2e_latency",
         quick,

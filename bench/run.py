@@ -21,6 +21,7 @@ NAMES = (
     "api_saturation",
     "bpjs_throughput",
     "e2e_latency",
+    "pipeline_saturation",
     "ws_fanout",
     "recovery",
     "saas_shape",
