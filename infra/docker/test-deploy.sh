@@ -9,7 +9,10 @@ trap 'bash "$ENGINE" stop' EXIT
 bash "$REPO/infra/postgres/pg.sh" start
 bash "$ENGINE" start
 eval "$(bash "$ENGINE" vars)"
-images="$(bash "$REPO/infra/docker/images.sh" | tee /dev/stderr | grep -E '^[A-Z_]+=')"
+# (Not `tee /dev/stderr`: reopening the caller's log file through it would truncate that log.)
+bash "$REPO/infra/docker/images.sh" > "$LOG_DIR/images.out"
+cat "$LOG_DIR/images.out"
+images="$(grep -E '^[A-Z_]+=' "$LOG_DIR/images.out")"
 set -a
 eval "$images"
 set +a

@@ -10,22 +10,9 @@ import pytest
 from playwright.async_api import expect
 
 from tests.browser.pages import FAILURE, SUCCESS, card, open_dialog, open_room
-from tests.fixtures.infra import wait_until
+from tests.fixtures.infra import lock_waiters, wait_until
 
 pytestmark = pytest.mark.browser
-
-
-async def lock_waiters(database: str) -> int:
-    conn = await asyncpg.connect(database)
-    try:
-        return int(
-            await conn.fetchval(
-                "select count(*) from pg_locks l join pg_stat_activity a using (pid)"
-                " where not l.granted and a.datname = current_database()"
-            )
-        )
-    finally:
-        await conn.close()
 
 
 async def test_a_cancel_refused_while_busy_shows_the_error_toast_and_the_retry_reuses_its_key(

@@ -18,7 +18,7 @@ from services.cancel_api.app import create_app
 from services.cancel_api.config import CancelApiSettings
 from services.cancel_api.errors import TITLES
 from tests.fixtures.api import Api, api_env, auth, token
-from tests.fixtures.infra import wait_until
+from tests.fixtures.infra import lock_waiters, wait_until
 
 pytestmark = pytest.mark.integration
 BODY = {"reason_code": "no_show", "reason_text": None}
@@ -43,20 +43,6 @@ async def ticket_locked(database: str, queue_id: int) -> AsyncIterator[None]:
         async with conn.transaction():
             await conn.execute("select 1 from queue_ticket where id = $1 for update", queue_id)
             yield
-    finally:
-        await conn.close()
-
-
-async def lock_waiters(database: str) -> int:
-    conn = await asyncpg.connect(database)
-    try:
-        return int(
-            await conn.fetchval(
-                # pg_locks: wait events of another role's sessions are hidden from this one.
-                "select count(*) from pg_locks l join pg_stat_activity a using (pid)"
-                " where not l.granted and a.datname = current_database()"
-            )
-        )
     finally:
         await conn.close()
 
