@@ -5,8 +5,10 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 ENGINE="$REPO/infra/docker/engine.sh"
 trap 'bash "$ENGINE" stop' EXIT
-# The native 3-broker test (tests/deploy/test_kafka_cluster.py) uses the native PostgreSQL.
+# The native 3-broker test (tests/deploy/test_kafka_cluster.py) starts its own cluster, but the
+# test fixtures it shares with `make test` need the native PostgreSQL and broker.
 bash "$REPO/infra/postgres/pg.sh" start
+bash "$REPO/infra/kafka/kafka.sh" start
 bash "$ENGINE" start
 eval "$(bash "$ENGINE" vars)"
 # (Not `tee /dev/stderr`: reopening the caller's log file through it would truncate that log.)
