@@ -167,10 +167,7 @@ async def run(quick: bool) -> list[Row]:
     started = now_iso()
     phases = []
     try:
-        stack.start_sim()
-        stack.start_api()
-        stack.start_worker(SYNC_RATE_PER_S="1000")
-        stack.start_notifier()
+        stack.start_pipeline()
         await asyncio.sleep(3)
         base = await floor(stack, 50 if quick else 200)
         log(f"e2e floor: p50 {base['floor_p50_ms']} ms, p99 {base['floor_p99_ms']} ms")

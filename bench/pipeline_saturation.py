@@ -78,10 +78,7 @@ async def run(quick: bool) -> list[Row]:
     started = now_iso()
     steps: list[dict[str, Any]] = []
     try:
-        stack.start_sim()
-        stack.start_api()
-        stack.start_worker(SYNC_RATE_PER_S="1000")
-        stack.start_notifier()
+        stack.start_pipeline()
         await asyncio.sleep(3)
         for rate in rates:
             steps.append(await step(stack, rate, seconds, sessions))

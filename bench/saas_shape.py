@@ -219,10 +219,7 @@ async def run(quick: bool) -> list[Row]:
     infra = Infra(stack.database)
     started, phases = now_iso(), []
     try:
-        stack.start_sim()
-        stack.start_api()
-        stack.start_worker(SYNC_RATE_PER_S="1000")
-        stack.start_notifier()
+        stack.start_pipeline()
         fleet = Fleet(stack.ws_url, sessions, 2, [tok[u] for *_, u in screens],
                       rooms=[r for _, r, _ in screens])  # fmt: skip
         seq, before = 1, 0

@@ -180,6 +180,14 @@ class Stack:
         # Ready, not only alive: before it reaches Kafka the notifier closes sessions with 1013.
         return self._add("notifier", "services.notifier", env, f"http://127.0.0.1:{port}/readyz")
 
+    def start_pipeline(self) -> None:
+        """Every service of the cancel flow: simulator, API (with its relay), worker, notifier;
+        the worker's rate limit out of the way, so the pipeline, not BPJS's quota, is measured."""
+        self.start_sim()
+        self.start_api()
+        self.start_worker(SYNC_RATE_PER_S="1000")
+        self.start_notifier()
+
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.ports['notifier']}/ws"
