@@ -84,6 +84,7 @@ class KafkaCluster:
             if not _running(pid):
                 return
             time.sleep(0.1)
+        raise AssertionError(f"node {node} (pid {pid}) still running 10 s after SIGKILL")
 
     async def controller_leader(self) -> int:
         return await quorum_leader(self.access.admin)
