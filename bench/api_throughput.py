@@ -1,7 +1,7 @@
-"""api_throughput: closed loop, 64 clients cancelling distinct waiting tickets, against pgbench
-running the same SQL as the API's cancel (ticket read, then one statement: guarded update +
-audit insert + outbox insert) with the same client count, side by side in the same run (rounds
-alternate API and pgbench)."""
+"""api_throughput: closed loop, as many clients as one API process admits at once (2 x its pool)
+cancelling distinct waiting tickets, against pgbench running the same SQL as the API's cancel
+(ticket read, then one statement: guarded update + audit insert + outbox insert) with the same
+client count, side by side in the same run (rounds alternate API and pgbench)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import asyncpg
 
 from bench.common import (
     CLINIC,
+    DB_POOL_MAX,
     Row,
     cdf,
     figure,
@@ -164,9 +165,10 @@ async def pgbench_round(stack: Stack, n: int, clients: int, topic: str) -> dict[
 
 async def run(quick: bool) -> list[Row]:
     n, rounds = (2000, 1) if quick else (10_000, 3)
-    clients = int(os.environ.get("BENCH_API_CLIENTS", "64"))
+    pool_max = DB_POOL_MAX
+    # More clients than API_MAX_IN_FLIGHT would measure admission control's refusals.
+    clients = int(os.environ.get("BENCH_API_CLIENTS", str(2 * int(pool_max))))
     workers = os.environ.get("BENCH_API_WORKERS", "1")
-    pool_max = os.environ.get("BENCH_DB_POOL_MAX", "64")  # the service default
     stack = await Stack("api").create()
     pg = await Stack("pgb").create()
     started = now_iso()

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from services.cancel_api.config import CancelApiSettings
 from shared.auth import issue_dev_token
 from shared.kafka import KafkaConfig
 from tests.fixtures.infra import KafkaAccess, native_credentials, port_open, run_script
@@ -29,6 +30,10 @@ ADMIN_DSN = os.environ.get("DATABASE_URL", "postgresql://antrean:antrean@127.0.0
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 RS_PREFIX = "/antreanrs_dev"
 TICKS = os.sysconf("SC_CLK_TCK")
+# The API benchmarks run the service's own pool size unless BENCH_DB_POOL_MAX says otherwise.
+DB_POOL_MAX = os.environ.get(
+    "BENCH_DB_POOL_MAX", str(CancelApiSettings.model_fields["db_pool_max"].default)
+)
 
 
 def log(msg: str) -> None:

@@ -19,9 +19,10 @@ class CancelApiSettings(ServedSettings):
     # runs it alone (then set this to false on the API replicas).
     outbox_relay_enabled: bool = Field(True, alias="OUTBOX_RELAY_ENABLED")
     db_pool_min: int = Field(1, alias="DB_POOL_MIN")
-    # Enough connections for the in-flight cancels of one process to rarely wait for one
-    # (bench/README.md, api_throughput).
-    db_pool_max: int = Field(64, alias="DB_POOL_MAX")
+    # A few connections per database core: more do not commit more, their backends only take
+    # CPU from this process, and under overload the requests then queue unseen in its accept
+    # queue instead of being refused (bench/README.md, api_saturation).
+    db_pool_max: int = Field(16, alias="DB_POOL_MAX")
     # Admission control (services.cancel_api.admission): past these bounds a request is refused
     # at once with 503 `unavailable` and Retry-After instead of queueing. Unset: 2 x DB_POOL_MAX.
     api_max_in_flight: int | None = Field(None, ge=1, alias="API_MAX_IN_FLIGHT")
