@@ -31,7 +31,13 @@ from shared.bpjs import DEV_CREDENTIALS
 from shared.config import API_DB_ROLE, WORKER_DB_ROLE
 from shared.db import migrate
 from shared.kafka import KafkaConfig
-from tests.fixtures.infra import KafkaAccess, enable_role_logins, free_port, role_dsn
+from tests.fixtures.infra import (
+    KafkaAccess,
+    delete_topics,
+    enable_role_logins,
+    free_port,
+    role_dsn,
+)
 from tests.fixtures.processes import ServiceProcess
 
 
@@ -213,6 +219,10 @@ class Stack:
                 await admin.execute(f'drop database if exists "{self.database}" with (force)')
             finally:
                 await admin.close()
+        if self.prefix and self.access is not None and not os.environ.get("BENCH_KEEP_DB"):
+            # Thousands of partitions left by earlier runs cost the broker CPU at idle, and
+            # that CPU would be counted in the next runs' figures.
+            await delete_topics(self.kafka, self.prefix)
 
     async def sim_fault(self, **rule: Any) -> None:
         async with httpx.AsyncClient(base_url=self.sim_url) as c:

@@ -19,7 +19,7 @@ from shared.config import EXIT_CONFIG
 from shared.kafka import KafkaConfig, TopicMismatch, TopicSpec, ensure_topics, make_admin
 from shared.topics import TOPICS
 from tests.fixtures.api import api_env
-from tests.fixtures.infra import REPO, Infra, _delete_topics
+from tests.fixtures.infra import REPO, Infra, delete_topics
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ async def fresh_prefix(infra: Infra):
     """A prefix with no topics yet (the `topic_prefix` fixture creates them)."""
     prefix = f"t{uuid.uuid4().hex[:10]}-"
     yield prefix
-    await _delete_topics(infra.kafka, prefix)
+    await delete_topics(infra.kafka, prefix)
 
 
 async def _describe(kafka: KafkaConfig, topic: str) -> tuple[int, int, str, bool]:
