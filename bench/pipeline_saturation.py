@@ -1,8 +1,9 @@
 """pipeline_saturation: the whole pipeline (API and its outbox relay, Kafka, the notifier, the
 worker with the BPJS simulator) stepped up in offered cancels/s, each step open loop, until the
 cancels that reach every session within their step stop growing. Per step: offered, accepted
-and delivered cancels/s, delivery p50/p99 to every session, HTTP p99, errors (503 included) and
-the outbox relay's lag; the knee is the step that delivered the most."""
+and delivered cancels/s, delivery p50/p99 to every session, HTTP p99, errors (503 included),
+the outbox relay's lag and the notifier's and worker's Kafka consumer lag; the knee is the step
+that delivered the most."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import os
 from typing import Any
 
+from bench import consumer_lag
 from bench.api_saturation import sample_lag
 from bench.common import Row, figure, log, now_iso, percentiles, save_figure, write_result
 from bench.e2e_latency import phase
@@ -20,17 +22,30 @@ from bench.stack import Stack
 GRACE_S = 1.0
 
 
+def lag_as_s(msgs: dict[str, Any], per_s: float) -> dict[str, Any]:
+    """The notifier's lag in messages as seconds at the step's delivered rate (one
+    queue-cancelled record per cancel)."""
+    if not per_s or not msgs.get("count"):
+        return {}
+    return {k: round(msgs[k] / per_s, 3) for k in ("p50", "p99", "max")}
+
+
 async def step(stack: Stack, rate: int, seconds: float, sessions: int) -> dict[str, Any]:
     lag: list[float] = []
+    consumer = consumer_lag.new_samples()
     stop = asyncio.Event()
-    sampler = asyncio.create_task(sample_lag(stack.dsn, stop, lag))
+    samplers = [
+        asyncio.create_task(sample_lag(stack.dsn, stop, lag)),
+        asyncio.create_task(consumer_lag.sample(stack, stop, consumer)),
+    ]
     try:
         p = await phase(stack, rate, seconds, sessions, 1)
     finally:
         stop.set()
-        await sampler
+        await asyncio.gather(*samplers)
     in_time = sum(1 for t in p["_complete_at"] if t <= seconds + GRACE_S)
     accepted = p["statuses"].get(200, 0)
+    lags = consumer_lag.summary(consumer)
     return {
         "offered_per_s": rate,
         "accepted_per_s": round(accepted / seconds, 1),
@@ -42,6 +57,8 @@ async def step(stack: Stack, rate: int, seconds: float, sessions: int) -> dict[s
         "http_ms": p["http_ms"],
         "bpjs_synced_ms": p["bpjs_synced_ms"],
         "relay_lag_ms": percentiles(lag),
+        **lags,
+        "notifier_lag_s": lag_as_s(lags["notifier_lag_msgs"], in_time / seconds),
         "machine_cpu_busy_share": p["machine_cpu_busy_share"],
         "generator_behind_s": p["generator_behind_s"],
         "connected": p["connected"],
@@ -61,12 +78,25 @@ def plot(quick: bool, steps: list[dict[str, Any]], knee: dict[str, Any], session
     a2.plot(x, [s["http_ms"].get("p99") or 0 for s in steps], "s--", label="HTTP p99")
     a2.plot(x, [s["relay_lag_ms"].get("p99") or 0 for s in steps], "^:", label="relay lag p99")
     a2.set_yscale("log")
+    # Consumer lag is in messages, not ms: its own axis on the right, in dashed purple/brown.
+    m = a2.twinx()
+    m.plot(x, [s["notifier_lag_msgs"].get("p50") or 0 for s in steps], "d--", color="tab:purple",
+           label="notifier lag p50 (msgs, right)")  # fmt: skip
+    m.plot(x, [s["notifier_lag_msgs"].get("max") or 0 for s in steps], "d:", color="tab:purple",
+           alpha=0.5, label="notifier lag max (msgs, right)")  # fmt: skip
+    m.plot(x, [s["worker_lag_msgs"].get("p50") or 0 for s in steps], "v--", color="tab:brown",
+           label="worker lag p50 (msgs, right)")  # fmt: skip
+    m.set_ylabel("consumer lag (messages)")
+    m.set_ylim(bottom=0)
     for ax, label in ((a1, "cancels/s"), (a2, "ms")):
         ax.set_xscale("log")
         ax.set_xlabel("offered cancels/s")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+    a1.legend(fontsize=7)
+    lines, labels = a2.get_legend_handles_labels()
+    more, more_labels = m.get_legend_handles_labels()
+    a2.legend(lines + more, labels + more_labels, fontsize=7, loc="upper left")
     save_figure(fig, quick, "pipeline_saturation")
 
 
@@ -84,7 +114,9 @@ async def run(quick: bool) -> list[Row]:
             steps.append(await step(stack, rate, seconds, sessions))
             s = steps[-1]
             log(f"pipeline {rate}/s: delivered {s['delivered_per_s']}/s, "
-                f"p99 {s['e2e_all_sessions_ms'].get('p99')} ms, errors {s['errors']}")  # fmt: skip
+                f"p99 {s['e2e_all_sessions_ms'].get('p99')} ms, errors {s['errors']}, "
+                f"lag max notifier {s['notifier_lag_msgs'].get('max')} / worker "
+                f"{s['worker_lag_msgs'].get('max')} msgs")  # fmt: skip
             best = max(x["delivered_per_s"] for x in steps[:-1]) if len(steps) > 1 else 0
             if len(steps) >= 3 and s["delivered_per_s"] < 1.1 * best:
                 break  # throughput stopped growing
@@ -109,6 +141,7 @@ async def run(quick: bool) -> list[Row]:
         f"{s['offered_per_s']}: {s['e2e_all_sessions_ms'].get('p99')}; {s['errors']}" for s in steps
     )
     e, lag = knee["e2e_all_sessions_ms"], knee["relay_lag_ms"]
+    n, w, nt = knee["notifier_lag_msgs"], knee["worker_lag_msgs"], knee["notifier_lag_s"]
     return [
         Row("pipeline_saturation", f"offered → delivered cancels/s ({sessions} sessions)", curve),
         Row("pipeline_saturation", "offered: p99 to every session (ms); errors", p99s),
@@ -119,4 +152,8 @@ async def run(quick: bool) -> list[Row]:
         Row("pipeline_saturation", "knee: outbox relay lag p50 / p99 (ms); machine busy",
             f"{lag.get('p50')} / {lag.get('p99')}; "
             f"{round(100 * knee['machine_cpu_busy_share'])} %"),
+        Row("pipeline_saturation", "knee: notifier / worker consumer lag p50 / max (messages); "
+            "notifier lag p50 / max as time (s)",
+            f"{n.get('p50')} / {n.get('max')}; {w.get('p50')} / {w.get('max')}; "
+            f"{nt.get('p50')} / {nt.get('max')}"),
     ]  # fmt: skip
