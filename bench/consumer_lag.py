@@ -28,9 +28,8 @@ class Probe:
     cursor of each message it receives.
 
     The notifier reads with no group and commits nothing, so Kafka has no committed offset of
-    it. Its `notifier_consumer_lag` gauge only counts up to the high watermark of its latest
-    fetch, set right after it ingests that fetch, so it stays near 0 even when records wait in
-    Kafka. A message's cursor is the notifier's position once it routed that record; as every
+    it. Its `notifier_consumer_lag` gauge is measured only every few seconds and sums every
+    topic. A message's cursor is the notifier's position once it routed that record; as every
     queue-cancelled record of the clinic reaches this screen, end offsets minus the latest
     cursor are the records the notifier has not yet delivered to a screen (its read, routing
     and this screen's send queue)."""

@@ -55,6 +55,7 @@ from shared.service_kit import publish_readiness
 log = get_logger(__name__)
 
 WS_PATH = "/ws"
+LAG_INTERVAL_S = 5.0  # how often notifier_consumer_lag asks the broker for the partitions' ends
 MAX_INCOMING = 64 * 1024  # the largest client message (a subscribe to 500 rooms fits)
 
 
@@ -123,13 +124,10 @@ class Notifier:
     # -- Kafka ---------------------------------------------------------------------------
 
     async def _consume(self) -> None:
-        def on_lag(highwater: dict[tuple[str, int], int]) -> None:
-            self.metrics.consumer_lag.set(self.hub.consumer_lag(highwater))
-
         while True:
             try:
                 self.hub.start(await self.source.start())
-                await self.source.run(self.hub.ingest, on_lag)
+                await self.source.run(self.hub.ingest)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # retry until Kafka answers
@@ -137,17 +135,35 @@ class Notifier:
                 await self.source.stop()
                 await asyncio.sleep(1)
 
+    async def measure_lag(self) -> None:
+        """`notifier_consumer_lag`: records on the broker past what this notifier has read."""
+        if self.hub.ready.is_set():
+            self.metrics.consumer_lag.set(self.hub.consumer_lag(await self.source.end_offsets()))
+
+    async def _watch_lag(self) -> None:
+        while True:
+            await asyncio.sleep(LAG_INTERVAL_S)
+            try:
+                await self.measure_lag()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the last value stays; readiness tells Kafka is away
+                log.warning("consumer_lag_failed", error=repr(exc))
+
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._consume())
         ready = self.metrics.ready.labels("notifier")
-        gauge = asyncio.create_task(publish_readiness(self.ops.checks, ready))
+        tasks = [
+            asyncio.create_task(self._consume()),
+            asyncio.create_task(publish_readiness(self.ops.checks, ready)),
+            asyncio.create_task(self._watch_lag()),
+        ]
         try:
             yield
         finally:
-            task.cancel()
-            gauge.cancel()
-            await asyncio.gather(task, gauge, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.source.stop()
 
     # -- plain HTTP: health, readiness, metrics --------------------------------------------

@@ -258,8 +258,9 @@ class Hub:
             await session.put_replayed(render(r, pos), r.body["type"])
         return sent
 
-    def consumer_lag(self, highwater: dict[TP, int]) -> int:
-        return sum(max(0, hw - self.position.get(tp, 0)) for tp, hw in highwater.items())
+    def consumer_lag(self, ends: dict[TP, int]) -> int:
+        """Records between what this hub has read and the partitions' `ends`."""
+        return sum(max(0, end - self.position.get(tp, 0)) for tp, end in ends.items())
 
 
 def _decode(raw_cursor: object) -> Position:

@@ -73,9 +73,7 @@ class KafkaSource:
         self._consumer = consumer
         return {self._tp(tp): await consumer.position(tp) for tp in tps}
 
-    async def run(
-        self, ingest: Callable[[list[RawRecord]], None], on_lag: Callable[[dict[TP, int]], None]
-    ) -> None:
+    async def run(self, ingest: Callable[[list[RawRecord]], None]) -> None:
         assert self._consumer is not None
         consumer = self._consumer
         self.running = True
@@ -93,9 +91,17 @@ class KafkaSource:
                 self.running = True
                 if batch:
                     ingest(self._merge(batch))
-                on_lag({self._tp(tp): consumer.highwater(tp) or 0 for tp in consumer.assignment()})
         finally:
             self.running = False
+
+    async def end_offsets(self) -> dict[TP, int]:
+        """Each assigned partition's end, asked of the broker now (ListOffsets). The high
+        watermark of the last fetch would not do for the lag: read right after that fetch's
+        records are handled, it never counts what arrived meanwhile."""
+        if self._consumer is None:
+            return {}
+        ends = await self._consumer.end_offsets(list(self._consumer.assignment()))
+        return {self._tp(tp): offset for tp, offset in ends.items()}
 
     def _merge(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> list[RawRecord]:
         # Oldest first across partitions; each partition keeps its own order.
