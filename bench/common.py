@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import orjson
 
 from services.cancel_api.config import CancelApiSettings
 from shared.auth import issue_dev_token
-from shared.kafka import KafkaConfig
+from shared.kafka import KafkaConfig, make_admin
 from tests.fixtures.infra import KafkaAccess, native_credentials, port_open, run_script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +87,35 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "kernel": platform.release(),
     }
+
+
+async def broker_partitions() -> int:
+    """Partitions the shared broker holds. Thousands left by earlier runs (a killed benchmark
+    or test cannot delete its topics) cost the broker CPU even idle, counted in every figure."""
+    admin = make_admin(kafka_access().admin, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(await admin.list_topics())
+        return sum(len(t["partitions"]) for t in described)
+    finally:
+        await admin.close()
+
+
+# Topic prefixes of the benchmarks' stacks (bench.stack) and of the tests (topic_prefix fixture).
+RUN_TOPIC = re.compile(r"^(b[0-9a-f]{8}-[a-z_]+-|t[0-9a-f]{10}-)")
+
+
+async def delete_run_topics() -> int:
+    """Every benchmark's and test's topic on the shared broker (only while none is running)."""
+    admin = make_admin(kafka_access().admin, request_timeout_ms=60000)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if RUN_TOPIC.match(t)]
+        for i in range(0, len(names), 100):
+            await admin.delete_topics(names[i : i + 100])
+        return len(names)
+    finally:
+        await admin.close()
 
 
 def _tree(pid: int) -> list[int]:

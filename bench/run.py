@@ -14,7 +14,16 @@ import traceback
 import orjson
 import uvloop
 
-from bench.common import Row, ensure_infra, log, machine, now_iso, results_dir
+from bench.common import (
+    Row,
+    broker_partitions,
+    delete_run_topics,
+    ensure_infra,
+    log,
+    machine,
+    now_iso,
+    results_dir,
+)
 
 NAMES = (
     "api_throughput",
@@ -28,6 +37,7 @@ NAMES = (
 )
 README = results_dir(False).parent / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+BUSY_BROKER = 500  # partitions: a few benchmarks' worth
 
 
 def table(rows: list[Row], header: str) -> str:
@@ -65,8 +75,15 @@ def update_readme(text: str) -> None:
         README.write_text(f"{head}{START}\n{text}{END}{tail}")
 
 
-async def main(quick: bool, only: list[str]) -> int:
+async def main(quick: bool, only: list[str], delete_stale: bool = False) -> int:
     ensure_infra()
+    if delete_stale:
+        log(f"deleted {await delete_run_topics()} topics left by earlier runs")
+    partitions = await broker_partitions()
+    log(f"the broker holds {partitions} partitions before the run")
+    if partitions > BUSY_BROKER:
+        log("  many are left by earlier runs; their upkeep costs the broker CPU in every figure:"
+            " --delete-stale-topics removes them")  # fmt: skip
     rows: list[Row] = []
     timings: dict[str, float] = {}
     failed = []
@@ -90,8 +107,8 @@ async def main(quick: bool, only: list[str]) -> int:
     m = machine()
     header = (
         f"Run of {started} ({'quick' if quick else 'full'}), {m['nproc']} cores "
-        f"({m['cpu_model']}), {m['memory_mb']} MB RAM; seconds per benchmark: "
-        + ", ".join(f"{k} {v}" for k, v in timings.items())
+        f"({m['cpu_model']}), {m['memory_mb']} MB RAM, {partitions} Kafka partitions before; "
+        "seconds per benchmark: " + ", ".join(f"{k} {v}" for k, v in timings.items())
     )
     text = table(rows, header)
     out = results_dir(quick)
@@ -113,10 +130,16 @@ def cli() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--quick", action="store_true", help="short variants (under a minute)")
     parser.add_argument("--only", nargs="+", choices=NAMES, default=[], metavar="NAME")
+    parser.add_argument(
+        "--delete-stale-topics",
+        action="store_true",
+        help="first delete every benchmark's and test's topic left on the shared broker"
+        " (only while no test or benchmark runs)",
+    )
     args = parser.parse_args()
     # The load generators share the machine's cores with the services: uvloop makes them cheaper,
     # so less of what they measure is their own lateness.
-    raise SystemExit(uvloop.run(main(args.quick, args.only)))
+    raise SystemExit(uvloop.run(main(args.quick, args.only, args.delete_stale_topics)))
 
 
 if __name__ == "__main__":
