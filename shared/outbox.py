@@ -129,7 +129,8 @@ def _queue_id(key: str) -> int | str:
 
 
 class OutboxRelay:
-    """Publishes unpublished outbox rows of `topics`; wakes on LISTEN/NOTIFY and polls too."""
+    """Publishes unpublished outbox rows of `topics`; wakes on a NOTIFY naming one of them, and
+    polls too."""
 
     def __init__(
         self,
@@ -316,8 +317,10 @@ class OutboxRelay:
             await conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
             self._listener = conn
 
-    def _on_notify(self, *_args: object) -> None:
-        self._wake.set()
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, topic: str) -> None:
+        # The notification names the inserted rows' topic (empty before migration 0011).
+        if not topic or topic in self._topics:
+            self._wake.set()
 
     async def _wait(self, seconds: float) -> None:
         try:
