@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: up down status test test-deploy lint fmt bench bench-quick venv kafka-jars
+.PHONY: up down status test test-deploy lint fmt bench bench-quick bench-tools venv kafka-jars
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv .venv
@@ -46,8 +46,11 @@ lint: venv
 fmt: venv
 	@.venv/bin/ruff format . && .venv/bin/ruff check --fix .
 
-bench: venv kafka-jars
+bench: venv kafka-jars bench-tools
 	@APP_ENV=test $(PY) -m bench.run $(BENCH_ARGS)
 
-bench-quick: venv kafka-jars
+bench-quick: venv kafka-jars bench-tools
 	@APP_ENV=test $(PY) -m bench.run --quick
+
+bench-tools:
+	@bash bench/tools.sh
