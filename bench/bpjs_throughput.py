@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import asyncpg
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import (
     Row,
@@ -18,6 +17,7 @@ from bench.common import (
     log,
     now_iso,
     save_figure,
+    scrape,
     token,
     write_result,
 )
@@ -35,15 +35,9 @@ CALL_SECONDS = "bpjs_call_duration_seconds"  # the worker's histogram of every B
 
 async def call_seconds(client: Any, url: str) -> dict[str, float]:
     """Seconds the worker has spent in BPJS calls so far, by call (the histogram's `_sum`)."""
-    async with client.get(f"{url}/metrics") as r:
-        text = await r.text()
     out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != CALL_SECONDS:
-            continue
-        for s in family.samples:
-            if s.name == f"{CALL_SECONDS}_sum":
-                out[s.labels["call"]] = out.get(s.labels["call"], 0.0) + s.value
+    for s in await scrape(client, f"{url}/metrics", f"{CALL_SECONDS}_sum"):
+        out[s.labels["call"]] = out.get(s.labels["call"], 0.0) + s.value
     return out
 
 

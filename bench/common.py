@@ -15,6 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from services.cancel_api.config import CancelApiSettings
 from shared.auth import issue_dev_token
@@ -87,6 +89,13 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "kernel": platform.release(),
     }
+
+
+async def scrape(client: Any, url: str, name: str) -> list[Sample]:
+    """The samples called `name` on a service's Prometheus page (`client`: aiohttp session)."""
+    async with client.get(url) as r:
+        text = await r.text()
+    return [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
 
 
 async def broker_partitions() -> int:

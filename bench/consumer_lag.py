@@ -10,10 +10,9 @@ import aiohttp
 import orjson
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.common import percentiles, token
+from bench.common import percentiles, scrape, token
 from bench.stack import Stack
 from services.bpjs_sync_worker.consumer_lag import ConsumerLag
 from services.notifier import cursor
@@ -77,12 +76,9 @@ class Probe:
 
 
 async def notifier_gauge(http: aiohttp.ClientSession, url: str) -> int:
-    """The notifier's own `notifier_consumer_lag` (see Probe for why it stays near 0)."""
-    async with http.get(url) as r:
-        text = await r.text()
-    for family in text_string_to_metric_families(text):
-        if family.name == "notifier_consumer_lag":
-            return int(family.samples[0].value)
+    """The notifier's own `notifier_consumer_lag` (measured by it every few seconds)."""
+    for s in await scrape(http, url, "notifier_consumer_lag"):
+        return int(s.value)
     raise LookupError("no notifier_consumer_lag on the notifier's /metrics")
 
 

@@ -17,9 +17,8 @@ from typing import Any
 
 import asyncpg
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import REPO, log, token
+from bench.common import REPO, log, scrape, token
 from bench.stack import Stack, cancel, http_client, seed_tickets
 
 IDLE_S = float(os.environ.get("BENCH_IDLE_S", "30"))
@@ -32,14 +31,8 @@ EVENTS = "bpjs_worker_events_total"
 
 async def handled(url: str) -> dict[str, float]:
     """The worker's QueueCancelled events so far, by handling."""
-    async with http_client(1) as c, c.get(f"{url}/metrics") as r:
-        text = await r.text()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == f"{EVENTS}_total" or s.name == EVENTS:
-                out[s.labels["handling"]] = s.value
-    return out
+    async with http_client(1) as c:
+        return {s.labels["handling"]: s.value for s in await scrape(c, f"{url}/metrics", EVENTS)}
 
 
 async def synced(dsn: str, tag: str) -> int:
