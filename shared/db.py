@@ -12,6 +12,10 @@ from pathlib import Path
 import asyncpg
 import orjson
 
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
 # The repository's folder; an installed copy of the package (site-packages) has none beside it,
 # so images set MIGRATIONS_DIR.
 MIGRATIONS_DIR = Path(
@@ -67,6 +71,25 @@ async def create_pool(
     )
     assert pool is not None
     return pool
+
+
+# How long a stopping service waits for its connections to come back and close cleanly. A
+# shutdown must end: compose and Kubernetes kill a container that outstays its grace period
+# (10 s by default), and a hung shutdown also hides whatever held the connection.
+POOL_CLOSE_TIMEOUT_S = 8.0
+
+
+async def close_pool(pool: asyncpg.Pool, *, grace_s: float | None = None) -> None:
+    """Close `pool` gracefully; if a connection is still held after `grace_s` seconds (default
+    POOL_CLOSE_TIMEOUT_S), log it as an error and terminate every connection."""
+    bound = POOL_CLOSE_TIMEOUT_S if grace_s is None else grace_s
+    closing = asyncio.ensure_future(pool.close())
+    done, _ = await asyncio.wait([closing], timeout=bound)
+    if not done:
+        held = pool.get_size() - pool.get_idle_size()
+        log.error("db_pool_close_timed_out", timeout_s=bound, connections_in_use=held)
+        pool.terminate()  # releases every holder, so the graceful close ends too
+    await asyncio.gather(closing, return_exceptions=True)
 
 
 def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:

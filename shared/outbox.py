@@ -9,6 +9,7 @@ a reason of its own is quarantined after `max_attempts` refusals (shared/outbox_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -312,10 +313,12 @@ class OutboxRelay:
             producer = make_producer(self._kafka, client_id="outbox-relay")
             await producer.start()
             self._producer = producer
-        if self._listener is None or self._listener.is_closed():
-            conn = await self._pool.acquire()
-            await conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
-            self._listener = conn
+        if self._listener is not None and self._listener.is_closed():
+            await self._drop_listener()
+        if self._listener is None:
+            # Kept before LISTEN, so a failing LISTEN still leaves it to _drop_listener.
+            self._listener = await self._pool.acquire()
+            await self._listener.add_listener(OUTBOX_CHANNEL, self._on_notify)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, topic: str) -> None:
         # The notification names the inserted rows' topic (empty before migration 0011).
@@ -345,13 +348,19 @@ class OutboxRelay:
 
     async def _reset_producer(self) -> None:
         await self._drop_producer()
+        await self._drop_listener()
+
+    async def _drop_listener(self) -> None:
         if self._listener is not None:
+            listener, self._listener = self._listener, None
             try:
-                await self._listener.remove_listener(OUTBOX_CHANNEL, self._on_notify)
-                await self._pool.release(self._listener)
-            except Exception:  # noqa: S110
+                await listener.remove_listener(OUTBOX_CHANNEL, self._on_notify)
+            except Exception:  # noqa: S110 - UNLISTEN on a lost connection
                 pass
-            self._listener = None
+            # Always given back (a held connection would keep the pool's close waiting); a
+            # release that fails has terminated the connection, which gives it back too.
+            with contextlib.suppress(Exception):
+                await self._pool.release(listener, timeout=5)
 
     async def _close(self) -> None:
         await self._reset_producer()

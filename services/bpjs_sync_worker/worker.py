@@ -25,7 +25,7 @@ from services.bpjs_sync_worker.producer import use_idempotent_producer
 from services.bpjs_sync_worker.sweepers import Sweepers
 from shared import tracing
 from shared.bpjs import BpjsClient
-from shared.db import create_pool
+from shared.db import close_pool, create_pool
 from shared.events import (
     TOPIC_BPJS_SYNC_FAILED,
     TOPIC_BPJS_SYNCED,
@@ -137,7 +137,7 @@ def create_worker(settings: WorkerSettings) -> faust.App:
         if rt.client is not None:
             await rt.client.aclose()
         if rt.db is not None:
-            await rt.db.close()
+            await close_pool(rt.db)
         log.info("worker_stopped")
 
     ops.pages(app, ready)

@@ -28,7 +28,7 @@ from services.cancel_api.routes import (
 from services.cancel_api.schemas import CancelRequest, RegisterRequest, ResolveRequest
 from shared import tracing
 from shared.auth import TokenVerifier
-from shared.db import create_pool
+from shared.db import close_pool, create_pool
 from shared.events import TOPIC_QUEUE_CANCELLED
 from shared.kafka import KafkaConfig
 from shared.logging import get_logger
@@ -84,7 +84,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
             for task in tasks[:3]:  # all but the relay's, which stop() ends
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await pool.close()
+            await close_pool(pool)
 
     app = FastAPI(
         title="Antrean cancel API",

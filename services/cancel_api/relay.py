@@ -6,7 +6,7 @@ from typing import ClassVar
 from services.cancel_api.config import CancelApiSettings
 from shared import tracing
 from shared.config import load_settings
-from shared.db import create_pool
+from shared.db import close_pool, create_pool
 from shared.events import TOPIC_QUEUE_CANCELLED
 from shared.kafka import KafkaConfig
 from shared.logging import configure_logging, get_logger
@@ -36,7 +36,7 @@ async def run(settings: CancelApiSettings) -> None:
     await stop.wait()
     relay.stop()
     await task
-    await pool.close()
+    await close_pool(pool)
 
 
 if __name__ == "__main__":
