@@ -33,7 +33,7 @@ from shared.events import TOPIC_QUEUE_CANCELLED
 from shared.kafka import KafkaConfig
 from shared.logging import get_logger
 from shared.outbox import OutboxRelay
-from shared.service_kit import SERVICE_READY, publish_readiness
+from shared.service_kit import SERVICE_READY, freeze_startup_heap, publish_readiness
 
 log = get_logger(__name__)
 
@@ -146,4 +146,6 @@ async def _housekeeping(pool: asyncpg.Pool, settings: CancelApiSettings) -> None
 
 def create_app_from_env() -> FastAPI:
     tracing.configure("cancel-api")  # in each uvicorn worker process
-    return create_app(CancelApiSettings())
+    app = create_app(CancelApiSettings())
+    freeze_startup_heap()  # a serving process only (tests build many apps in one process)
+    return app
