@@ -392,6 +392,9 @@ async def run(quick: bool) -> list[Row]:
             " / ".join(str(v_ref.get(k, 0)) for k in ("p50", "p99", "max"))
             + f"; {v_late.get('p99')}", "p99 <= 50",
             bool(v_ref.get("count")) and v_ref.get("p99", 0) <= 50),
+        Row("api_saturation", "2 x knee, vegeta: slowest refusal (ms); slowest after 3 s",
+            f"{v_ref.get('max')}; {v_late.get('max')}", "<= 50 (every refusal)",
+            bool(v_ref.get("count")) and v_ref.get("max", 0) <= 50),
         Row("api_saturation", "committed cancellations lost; refused that changed anything",
             f"{check['lost']}; {check['refused_but_changed']}", "0; 0",
             check["lost"] == 0 and check["refused_but_changed"] == 0),
