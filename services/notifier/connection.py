@@ -1,11 +1,16 @@
-"""A session's connection: pre-encoded frames straight to the transport while it keeps up."""
+"""A session's connection: pre-encoded frames to the transport, coalesced per loop step."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 WRITE_LIMIT = 64 * 1024  # bytes buffered for one socket before its messages wait in a backlog
 # The kernel's send buffer per socket. Left to autotuning it grows to megabytes for a client
@@ -20,30 +25,57 @@ def limit_send_buffer(conn: ServerConnection) -> None:
 
 
 class WsSocket:
-    """A session's view of its connection: a pre-encoded frame written straight to the socket
+    """A session's view of its connection: pre-encoded frames written straight to the socket
     when it keeps up (like `websockets.broadcast`, minus encoding the frame per socket), and
     the connection's own flow-controlled `send` when it does not.
 
+    Frames taken in one step of the event loop (one Kafka batch, a replay's burst) leave in one
+    `transport.write` at the end of that step: on loopback and on a LAN the cost of a write is
+    the system call, not the bytes, so a notifier that falls behind catches up by writing
+    fewer, larger chunks instead of one per frame. Nothing waits for a timer: a frame taken
+    alone leaves as soon as the current step ends. Frames still pending count against
+    `WRITE_LIMIT` like the transport's buffer, so a session's unsent bytes stay bounded.
+
     Writing whole frames to the transport is safe here: websockets writes each of its own
-    frames in one `transport.write` as well, so frames never interleave.
+    frames in one `transport.write` as well, so frames never interleave. Every path that writes
+    through websockets (`send`, `close`) flushes the pending frames first, keeping their order.
     """
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "pending", "pending_bytes")
 
     def __init__(self, conn: ServerConnection) -> None:
         self.conn = conn
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
 
     def write_now(self, frame: bytes) -> bool:
         conn = self.conn
         if conn.protocol.state is not State.OPEN:
             return True  # closing: dropped, the client resumes from its cursor
-        if conn.transport.get_write_buffer_size() > WRITE_LIMIT:
+        if conn.transport.get_write_buffer_size() + self.pending_bytes > WRITE_LIMIT:
             return False
-        conn.transport.write(frame)
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.pending.append(frame)
+        self.pending_bytes += len(frame)
         return True
 
+    def flush(self) -> None:
+        """Write what this step took, in one chunk (dropped if the connection began closing)."""
+        if not self.pending:
+            return
+        frames, self.pending, self.pending_bytes = self.pending, [], 0
+        if self.conn.protocol.state is not State.OPEN:
+            return  # the client resumes from its cursor
+        try:
+            self.conn.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        except Exception as exc:  # a broken socket: websockets sees the loss and ends the session
+            log.info("session_write_failed", error=repr(exc))
+
     async def send(self, data: bytes) -> None:
+        self.flush()
         await self.conn.send(data, text=True)
 
     async def close(self, code: int, reason: str) -> None:
+        self.flush()
         await self.conn.close(code, reason)
