@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from services.notifier.config import NotifierSettings
-from services.notifier.connection import WRITE_LIMIT, WsSocket, limit_send_buffer
+from services.notifier.connection import WRITE_LIMIT, Flusher, WsSocket, limit_send_buffer
 from services.notifier.hub import Hub, Resync
 from services.notifier.kafka_source import KafkaSource
 from services.notifier.messages import Audience
@@ -109,6 +109,7 @@ class Notifier:
         self.verifier = TokenVerifier(settings)
         self.metrics = NotifierMetrics()
         self.source = KafkaSource(settings)
+        self.flusher = Flusher()  # every session's socket marks it; the hub flushes it
         self.hub = Hub(
             self.metrics,
             self.source.read_range,
@@ -116,6 +117,7 @@ class Notifier:
             replay_concurrency=settings.replay_concurrency,
             replay_window_s=settings.replay_window_s,
             max_replay_records=settings.max_replay_records,
+            flusher=self.flusher,
         )
         self.ops = OpsEndpoints(self.metrics.registry, {"kafka": self._kafka_ok})
         self.connections = 0
@@ -227,7 +229,9 @@ class Notifier:
 
     async def _serve(self, conn: ServerConnection, who: Principal, exp: float) -> None:
         settings, hub = self.settings, self.hub
-        session = Session(WsSocket(conn), Audience.of(who), settings.max_queue, self.metrics)
+        session = Session(
+            WsSocket(conn, self.flusher), Audience.of(who), settings.max_queue, self.metrics
+        )
         # `ready` is written and the session registered in one step: its cursor is exact.
         session.send_control(
             {

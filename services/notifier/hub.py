@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import structlog
 
 from services.notifier import cursor
+from services.notifier.connection import Flusher
 from services.notifier.cursor import TP, CursorError, Position
 from services.notifier.messages import Routed, delivers, to_message
 from services.notifier.metrics import NotifierMetrics
@@ -77,8 +78,10 @@ class Hub:
         replay_concurrency: int,
         replay_window_s: float = 86400.0,
         max_replay_records: int = 10000,
+        flusher: Flusher | None = None,
     ) -> None:
         self.metrics = metrics
+        self.flusher = flusher or Flusher()  # the one the sessions' sockets mark
         self.read_range = read_range
         self.replay_window_s = replay_window_s
         self.max_replay_records = max_replay_records
@@ -132,7 +135,10 @@ class Hub:
             return None
 
     def ingest(self, records: Iterable[RawRecord]) -> None:
-        """Records in delivery order; each goes to the sessions of its clinic."""
+        """Records in delivery order; each goes to the sessions of its clinic. What the batch
+        produced is written at its end (and on the way, past the flusher's budget)."""
+        flusher = self.flusher
+        flush_at = time.monotonic() + flusher.budget_s
         for rec in records:
             if rec.offset < self.position.get(rec.tp, 0):
                 continue  # already processed (a re-fetch after an error)
@@ -147,6 +153,10 @@ class Hub:
             entry = Entry(rec.tp, rec.offset, rec.timestamp, routed, pos, render(routed, pos))
             self._remember(entry)
             self._push(entry, routed)
+            if time.monotonic() >= flush_at:
+                flusher.run()
+                flush_at = time.monotonic() + flusher.budget_s
+        flusher.run()
 
     def _push(self, entry: Entry, routed: Routed) -> None:
         """Offer a live message to its clinic's sessions, as a span of the event's trace."""

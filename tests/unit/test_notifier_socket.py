@@ -11,10 +11,12 @@ import pytest
 import websockets
 from websockets.asyncio.server import ServerConnection, serve
 
-from services.notifier.connection import WRITE_LIMIT, WsSocket
+from services.notifier.connection import WRITE_LIMIT, Flusher, WsSocket
+from services.notifier.hub import Hub
 from services.notifier.messages import Audience
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.session import Outgoing, Session
+from tests.unit.test_notifier_messages import cancelled, record
 
 
 class CountingTransport:
@@ -59,7 +61,7 @@ async def numbers(client, count: int) -> list[int]:
 
 async def test_frames_taken_in_one_step_leave_in_one_write_and_in_order():
     async with pair() as (conn, counted, client):
-        sock = WsSocket(conn)
+        sock = WsSocket(conn, Flusher())
         assert all(sock.write_now(frame(n)) for n in range(50))
         assert counted.writes == 0  # nothing is written before the step ends
         assert await numbers(client, 50) == list(range(50))
@@ -68,7 +70,7 @@ async def test_frames_taken_in_one_step_leave_in_one_write_and_in_order():
 
 async def test_frames_of_separate_steps_are_not_held_back():
     async with pair() as (conn, counted, client):
-        sock = WsSocket(conn)
+        sock = WsSocket(conn, Flusher())
         for n in range(3):
             assert sock.write_now(frame(n))
             assert await numbers(client, 1) == [n]  # arrives without a later frame to push it
@@ -78,7 +80,7 @@ async def test_frames_of_separate_steps_are_not_held_back():
 async def test_pending_frames_count_against_the_write_limit():
     size = 8 * 1024
     async with pair() as (conn, _counted, client):
-        sock = WsSocket(conn)
+        sock = WsSocket(conn, Flusher())
         taken = 0
         while sock.write_now(frame(taken, size)):
             taken += 1
@@ -89,7 +91,7 @@ async def test_pending_frames_count_against_the_write_limit():
 
 async def test_close_writes_the_pending_frames_before_the_close_frame():
     async with pair() as (conn, _counted, client):
-        sock = WsSocket(conn)
+        sock = WsSocket(conn, Flusher())
         assert sock.write_now(frame(1))
         await sock.close(4408, "too far behind")
         assert await numbers(client, 1) == [1]
@@ -101,8 +103,42 @@ async def test_close_writes_the_pending_frames_before_the_close_frame():
 async def test_a_burst_past_the_limit_reaches_the_client_whole_and_in_order():
     """What the write limit turns away waits in the session's backlog, sent after the pending."""
     async with pair() as (conn, _counted, client):
-        session = Session(WsSocket(conn), Audience("u-1", "K1", False), 1000, NotifierMetrics())
+        session = Session(
+            WsSocket(conn, Flusher()), Audience("u-1", "K1", False), 1000, NotifierMetrics()
+        )
         for n in range(200):
             session.send_control({"type": "pong", "n": n, "pad": "x" * 1024})
         assert session.backlog  # the limit was reached within the step
         assert await numbers(client, 200) == list(range(200))
+
+
+async def live_session(conn: ServerConnection, hub: Hub, flusher: Flusher) -> Session:
+    session = Session(WsSocket(conn, flusher), Audience("u-1", "K1", False), 1000, hub.metrics)
+    session.release()  # no resume: live at once
+    hub.add(session)
+    return session
+
+
+async def test_a_kafka_batch_leaves_in_one_write_per_session_when_the_hub_ends_it():
+    async with pair() as (conn, counted, client):
+        flusher = Flusher()
+        hub = Hub(NotifierMetrics(), None, history_per_partition=100, replay_concurrency=1,
+                  flusher=flusher)  # type: ignore[arg-type]  # fmt: skip
+        await live_session(conn, hub, flusher)
+        hub.ingest([record(n, cancelled(qid=n)) for n in range(20)])
+        assert counted.writes == 1  # written by the hub itself, before this step ends
+        got = [orjson.loads(await asyncio.wait_for(client.recv(), 5)) for _ in range(20)]
+        assert [m["queue_id"] for m in got] == list(range(20))
+
+
+async def test_a_batch_past_the_flush_budget_is_written_as_it_goes():
+    """A notifier catching up does not hold the first record back for the whole batch."""
+    async with pair() as (conn, counted, client):
+        flusher = Flusher(budget_s=0.0)
+        hub = Hub(NotifierMetrics(), None, history_per_partition=100, replay_concurrency=1,
+                  flusher=flusher)  # type: ignore[arg-type]  # fmt: skip
+        await live_session(conn, hub, flusher)
+        hub.ingest([record(n, cancelled(qid=n)) for n in range(5)])
+        assert counted.writes == 5
+        got = [orjson.loads(await asyncio.wait_for(client.recv(), 5)) for _ in range(5)]
+        assert [m["queue_id"] for m in got] == list(range(5))
