@@ -90,7 +90,8 @@ class WsSocket:
         return True
 
     def flush(self) -> None:
-        """Write what this step took, in one chunk (dropped if the connection began closing)."""
+        """Write what was taken since the last flush, in one chunk (dropped if the connection
+        began closing)."""
         if not self.pending:
             return
         frames, self.pending, self.pending_bytes = self.pending, [], 0

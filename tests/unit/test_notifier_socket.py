@@ -55,8 +55,8 @@ def frame(n: int, pad: int = 0) -> bytes:
     return Outgoing.of(orjson.dumps({"n": n, "pad": "x" * pad})).frame
 
 
-async def numbers(client, count: int) -> list[int]:
-    return [orjson.loads(await asyncio.wait_for(client.recv(), 5))["n"] for _ in range(count)]
+async def numbers(client, count: int, key: str = "n") -> list[int]:
+    return [orjson.loads(await asyncio.wait_for(client.recv(), 5))[key] for _ in range(count)]
 
 
 async def test_frames_taken_in_one_step_leave_in_one_write_and_in_order():
@@ -112,33 +112,28 @@ async def test_a_burst_past_the_limit_reaches_the_client_whole_and_in_order():
         assert await numbers(client, 200) == list(range(200))
 
 
-async def live_session(conn: ServerConnection, hub: Hub, flusher: Flusher) -> Session:
-    session = Session(WsSocket(conn, flusher), Audience("u-1", "K1", False), 1000, hub.metrics)
+def live_hub(conn: ServerConnection, flusher: Flusher) -> Hub:
+    """A hub with one live session of clinic K1 on `conn`."""
+    metrics = NotifierMetrics()
+    hub = Hub(metrics, None, history_per_partition=100, replay_concurrency=1, flusher=flusher)  # type: ignore[arg-type]
+    session = Session(WsSocket(conn, flusher), Audience("u-1", "K1", False), 1000, metrics)
     session.release()  # no resume: live at once
     hub.add(session)
-    return session
+    return hub
 
 
 async def test_a_kafka_batch_leaves_in_one_write_per_session_when_the_hub_ends_it():
     async with pair() as (conn, counted, client):
-        flusher = Flusher()
-        hub = Hub(NotifierMetrics(), None, history_per_partition=100, replay_concurrency=1,
-                  flusher=flusher)  # type: ignore[arg-type]  # fmt: skip
-        await live_session(conn, hub, flusher)
+        hub = live_hub(conn, Flusher())
         hub.ingest([record(n, cancelled(qid=n)) for n in range(20)])
         assert counted.writes == 1  # written by the hub itself, before this step ends
-        got = [orjson.loads(await asyncio.wait_for(client.recv(), 5)) for _ in range(20)]
-        assert [m["queue_id"] for m in got] == list(range(20))
+        assert await numbers(client, 20, "queue_id") == list(range(20))
 
 
 async def test_a_batch_past_the_flush_budget_is_written_as_it_goes():
     """A notifier catching up does not hold the first record back for the whole batch."""
     async with pair() as (conn, counted, client):
-        flusher = Flusher(budget_s=0.0)
-        hub = Hub(NotifierMetrics(), None, history_per_partition=100, replay_concurrency=1,
-                  flusher=flusher)  # type: ignore[arg-type]  # fmt: skip
-        await live_session(conn, hub, flusher)
+        hub = live_hub(conn, Flusher(budget_s=0.0))
         hub.ingest([record(n, cancelled(qid=n)) for n in range(5)])
         assert counted.writes == 5
-        got = [orjson.loads(await asyncio.wait_for(client.recv(), 5)) for _ in range(5)]
-        assert [m["queue_id"] for m in got] == list(range(5))
+        assert await numbers(client, 5, "queue_id") == list(range(5))
