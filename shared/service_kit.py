@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import gc
 import os
 import shutil
 import signal
@@ -99,15 +98,6 @@ def ops_router(
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
-
-
-def freeze_startup_heap() -> None:
-    """Take what start-up allocated (modules, the app, settings: most of the process's objects)
-    out of the cyclic garbage collector's view. A full collection otherwise walks all of them
-    and stalls the event loop for tens of milliseconds, which every request waiting in the loop
-    pays, refusals included. Call once, when start-up is done."""
-    gc.collect()
-    gc.freeze()
 
 
 def start_metrics_server(host: str, port: int, *, processes: int = 1) -> None:

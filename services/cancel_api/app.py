@@ -30,10 +30,11 @@ from shared import tracing
 from shared.auth import TokenVerifier
 from shared.db import close_pool, create_pool
 from shared.events import TOPIC_QUEUE_CANCELLED
+from shared.heap import freeze_startup_heap
 from shared.kafka import KafkaConfig
 from shared.logging import get_logger
 from shared.outbox import OutboxRelay
-from shared.service_kit import SERVICE_READY, freeze_startup_heap, publish_readiness
+from shared.service_kit import SERVICE_READY, publish_readiness
 
 log = get_logger(__name__)
 

@@ -49,6 +49,7 @@ from shared.auth import (
     Principal,
     TokenVerifier,
 )
+from shared.heap import GcPauses, HeapFreezer
 from shared.logging import get_logger
 from shared.service_kit import publish_readiness
 
@@ -120,6 +121,17 @@ class Notifier:
             flusher=self.flusher,
         )
         self.ops = OpsEndpoints(self.metrics.registry, {"kafka": self._kafka_ok})
+        # Thousands of sessions make a heap whose full collections stall every delivery.
+        self.gc_pauses = GcPauses(self.metrics.registry)
+        self.heap = (
+            HeapFreezer(
+                freeze_every_s=settings.gc_freeze_every_s,
+                full_every_s=settings.gc_full_every_s,
+                registry=self.metrics.registry,
+            )
+            if settings.gc_freeze_every_s
+            else None
+        )
         self.connections = 0
         self.per_user: Counter[str] = Counter()
 
@@ -160,6 +172,8 @@ class Notifier:
             asyncio.create_task(publish_readiness(self.ops.checks, ready)),
             asyncio.create_task(self._watch_lag()),
         ]
+        if self.heap is not None:
+            tasks.append(asyncio.create_task(self.heap.run()))
         try:
             yield
         finally:
@@ -320,7 +334,8 @@ class Notifier:
                 server_header=None,
             )
             try:
-                yield server
+                with self.gc_pauses:
+                    yield server
             finally:
                 server.close(close_connections=True)
                 with contextlib.suppress(TimeoutError):

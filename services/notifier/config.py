@@ -2,7 +2,7 @@
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.config import ServedSettings
 
@@ -34,8 +34,23 @@ class NotifierSettings(ServedSettings):
     max_connections_per_user: int = Field(
         default=20, ge=1, alias="NOTIFIER_MAX_CONNECTIONS_PER_USER"
     )
+    # The cyclic garbage collector (shared/heap.py): the heap is frozen this often, so the
+    # collector's automatic passes skip the sessions' long-lived objects (0: CPython's own
+    # schedule, full passes over all of them whenever the heap grows by a quarter), and one
+    # full pass over everything, reclaiming cycles that died frozen, runs this often.
+    gc_freeze_every_s: float = Field(default=10.0, ge=0, alias="NOTIFIER_GC_FREEZE_EVERY_S")
+    gc_full_every_s: float = Field(default=3600.0, gt=0, alias="NOTIFIER_GC_FULL_EVERY_S")
     # /metrics, /healthz and /readyz for Prometheus and probes (ServedSettings).
     ops_port: int = Field(default=8011, alias="OPS_PORT")
+
+    @model_validator(mode="after")
+    def _full_pass_not_before_a_freeze(self) -> "NotifierSettings":
+        if self.gc_freeze_every_s and self.gc_full_every_s < self.gc_freeze_every_s:
+            raise ValueError(
+                f"NOTIFIER_GC_FULL_EVERY_S ({self.gc_full_every_s}) must not be below"
+                f" NOTIFIER_GC_FREEZE_EVERY_S ({self.gc_freeze_every_s})"
+            )
+        return self
 
     @classmethod
     def from_env(cls) -> "NotifierSettings":
