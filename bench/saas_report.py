@@ -127,6 +127,10 @@ def report(
             )
         )
         kinds = ", ".join(f"{k}: {v}" for k, v in p["statuses"].items() if k != 200)
+        reasons = ", ".join(f"{k} {v}" for k, v in p.get("refused_by_reason", {}).items())
+        at = p.get("refused_sent_at_s") or []
+        if reasons:  # why the API refused, and over which seconds of the phase
+            kinds += f"; {reasons}, sent {at[0]} to {at[-1]} s" if at else f"; {reasons}"
         rows.append(Row(b, f"{p['rate']}/s: HTTP p99 (ms); errors (non-200); accepted cancels that "
                         "reached every screen; machine busy",
                         f"{h.get('p99')}; {p['errors']}{f' ({kinds})' if kinds else ''}; "

@@ -28,7 +28,7 @@ from bench.common import (
     token,
 )
 from bench.saas_report import FLOOR_RATE, ROOMS, SCREENS, ZIPF_S, figures, report
-from bench.stack import Stack, cancel, http_client
+from bench.stack import Stack, cancel, http_client, refusals
 from bench.wsclient import Fleet
 
 
@@ -132,6 +132,8 @@ async def phase(
     fleet_pids = [p.pid for p, _ in fleet.children]
     cpu0, svc0, m0, w0 = self_cpu_s(), stack.cpu_snapshot(), machine_jiffies(), time.monotonic()
     ws0, inf0 = sum(cpu_s(p) for p in fleet_pids), await infra.snapshot()
+    refused0 = await refusals(stack.api_url)
+    refused_at: list[float] = []  # when each refused cancel was sent (s into the phase)
     raw = os.environ.get("BENCH_PYSPY_FORMAT") == "raw"  # collapsed stacks instead of an SVG
     spies = [
         await asyncio.create_subprocess_exec(
@@ -154,6 +156,8 @@ async def phase(
             http.append(secs)
             if status == 200:
                 accepted.add(qid)
+            elif status == 503:
+                refused_at.append(round(sent[qid] - t0, 3))
 
         await asyncio.gather(*(one(i, q) for i, q in enumerate(ids)))
         late = max(sent.values()) - t0 - (n - 1) / rate
@@ -164,6 +168,8 @@ async def phase(
     bpjs_ids = [q for q, (_, _, b) in zip(ids, cancels, strict=True) if b and q in accepted]
     synced_at = await wait_synced(stack.dsn, bpjs_ids, limit_s=60)
     svc = {k: round(v - svc0[k], 2) for k, v in stack.cpu_snapshot().items()}
+    refused = await refusals(stack.api_url)
+    by_reason = {k: v - refused0.get(k, 0.0) for k, v in refused.items()}
     cpu = {**svc, **Infra.diff(inf0, await infra.snapshot()),
            "ws_clients": round(sum(cpu_s(p) for p in fleet_pids) - ws0, 2),
            "http_generator": round(self_cpu_s() - cpu0, 2)}  # fmt: skip
@@ -173,6 +179,8 @@ async def phase(
     return {
         "rate": rate, "cancels": n, "statuses": statuses,
         "errors": sum(c for s, c in statuses.items() if s != 200),
+        "refused_by_reason": {k: int(v) for k, v in by_reason.items() if v},
+        "refused_sent_at_s": sorted(refused_at),
         "generator_behind_s": round(late, 3), "machine_cpu_busy_share": busy,
         "cpu_s": cpu, "cpu_window_s": round(window, 1),
         "cpu_cores": {k: round(v / window, 3) for k, v in cpu.items()},

@@ -267,6 +267,19 @@ def http_client(limit: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
 
 
+async def refusals(url: str) -> dict[str, float]:
+    """The API's `http_requests_refused_total` by reason (its /metrics, served outside
+    production on the public port)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        text = (await http.get(f"{url}/metrics")).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("http_requests_refused_total{"):
+            labels, _, value = line.rpartition(" ")
+            out[labels.split('reason="', 1)[1].split('"', 1)[0]] = float(value)
+    return out
+
+
 async def cancel(client: aiohttp.ClientSession, url: str, qid: int, tok: str) -> tuple[int, float]:
     """One cancel; (status or 0 on a transport error, seconds)."""
     started = time.monotonic()
