@@ -48,11 +48,12 @@ class HeapFreezer:
             raise ValueError("need 0 < freeze_every_s <= full_every_s")
         self.freeze_every_s = freeze_every_s
         self.full_every_s = full_every_s
-        self.frozen = Gauge(
+        frozen = Gauge(
             "process_gc_frozen_objects",
             "Objects frozen out of the cyclic collector's automatic passes",
             registry=registry,
         )
+        frozen.set_function(gc.get_freeze_count)  # counts a list: only when scraped
         self.full = Counter(
             "process_gc_full_collections",
             "Scheduled full collections (frozen objects included)",
@@ -61,7 +62,6 @@ class HeapFreezer:
 
     def freeze(self) -> None:
         gc.freeze()
-        self.frozen.set(gc.get_freeze_count())
 
     def collect_all(self) -> int:
         """One full pass over every object, frozen or not; returns the objects reclaimed."""

@@ -38,7 +38,7 @@ class NotifierSettings(ServedSettings):
     # collector's automatic passes skip the sessions' long-lived objects (0: CPython's own
     # schedule, full passes over all of them whenever the heap grows by a quarter), and one
     # full pass over everything, reclaiming cycles that died frozen, runs this often.
-    gc_freeze_every_s: float = Field(default=10.0, ge=0, alias="NOTIFIER_GC_FREEZE_EVERY_S")
+    gc_freeze_every_s: float = Field(default=1.0, ge=0, alias="NOTIFIER_GC_FREEZE_EVERY_S")
     gc_full_every_s: float = Field(default=3600.0, gt=0, alias="NOTIFIER_GC_FULL_EVERY_S")
     # /metrics, /healthz and /readyz for Prometheus and probes (ServedSettings).
     ops_port: int = Field(default=8011, alias="OPS_PORT")

@@ -139,7 +139,7 @@ def test_defaults_follow_the_contract():
     assert s.port == 8001 and s.auth_deadline_s == 10.0 and s.http_host == "127.0.0.1"
     assert s.replay_window_s >= 24 * 3600  # resume works for at least 24 hours
     assert (s.max_connections, s.max_connections_per_user, s.ops_port) == (10000, 20, 8011)
-    assert (s.gc_freeze_every_s, s.gc_full_every_s) == (10.0, 3600.0)
+    assert (s.gc_freeze_every_s, s.gc_full_every_s) == (1.0, 3600.0)
 
 
 def test_a_full_gc_pass_scheduled_more_often_than_the_freeze_is_refused(monkeypatch):
