@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import json as stdlib_json
 import logging
 import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 from shared import tracing
@@ -19,11 +22,22 @@ _SECRET_KEY = re.compile(
 # user:password@ in URLs/DSNs, and bearer tokens inside free text.
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
 _BEARER = re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# Neither pattern above can match a text without one of these: one search instead of two subs
+# for the common line (every string value of every line goes through here).
+_MAY_HOLD_SECRET = re.compile(r"://|bearer", re.IGNORECASE)
 REDACTED = "***"
 
 
 def scrub_text(text: str) -> str:
+    if _MAY_HOLD_SECRET.search(text) is None:
+        return text
     return _BEARER.sub(r"\1" + REDACTED, _URL_PASSWORD.sub(r"\1" + REDACTED + r"\3", text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    """Whether a field's name says its value is secret (log lines reuse a few names)."""
+    return _SECRET_KEY.search(key) is not None
 
 
 def redact_secrets(
@@ -31,13 +45,22 @@ def redact_secrets(
 ) -> MutableMapping[str, Any]:
     """structlog processor: hides values of secret-looking keys and passwords inside text."""
     for key, value in list(event_dict.items()):
-        if _SECRET_KEY.search(key):
+        if _secret_key(key):
             event_dict[key] = REDACTED
         elif isinstance(value, str):
             event_dict[key] = scrub_text(value)
         elif hasattr(value, "get_secret_value"):
             event_dict[key] = REDACTED
     return event_dict
+
+
+def _dumps(obj: Any, **kw: Any) -> str:
+    """JSON for a log line with orjson (several times faster than the json module on the
+    lines every request writes); what orjson refuses (an int past 64 bits) goes to json."""
+    try:
+        return orjson.dumps(obj, default=kw.get("default"), option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return stdlib_json.dumps(obj, **kw)
 
 
 def add_trace_ids(
@@ -68,7 +91,9 @@ def configure_logging(
         redact_secrets,
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(serializer=_dumps)
+        if use_json
+        else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -138,6 +138,24 @@ def test_json_logs_redact_secret_fields_and_passwords_in_text():
         assert secret not in text
 
 
+def test_json_log_lines_keep_every_value_orjson_refuses_and_redact_any_case():
+    stream = io.StringIO()
+    configure_logging("test", json=True)
+    logging.getLogger().handlers[0].stream = stream  # type: ignore[attr-defined]
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    get_logger("t").info("odd", big=2**70, obj=Opaque(), keys={1: "a"}, note="BEARER abc.def")
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["big"] == 2**70 and line["obj"] == "<opaque>" and line["keys"] == {"1": "a"}
+    assert line["note"] == "BEARER ***"
+    get_logger("t").info("plain", note="no secret here: ftp-less text", count=3)
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["note"] == "no secret here: ftp-less text" and line["count"] == 3
+
+
 def test_empty_optional_auth_settings_mean_unset():
     s = BaseServiceSettings(AUTH_ISSUER="", AUTH_AUDIENCE="", AUTH_JWKS_URL="")
     assert (s.auth_issuer, s.auth_audience, s.auth_jwks_url) == (None, None, None)
