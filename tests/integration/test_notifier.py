@@ -399,68 +399,6 @@ async def test_a_thousand_sessions_all_receive_a_broadcast(spawn, infra, topic_p
     await asyncio.gather(*(c.close() for c in clients))
 
 
-async def samples(base: str) -> dict[str, float]:
-    """The notifier's /metrics as {name{labels}: value}, labels as Prometheus writes them."""
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(f"{base}/metrics")).text
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-async def test_sessions_are_frozen_out_of_gc_passes_and_a_scheduled_full_pass_follows(
-    spawn, infra, topic_prefix, publish
-):
-    _, url, base = start_notifier(
-        spawn,
-        infra.kafka_for("notifier"),
-        topic_prefix,
-        NOTIFIER_GC_FREEZE_EVERY_S="0.2",
-        NOTIFIER_GC_FULL_EVERY_S="4",
-    )
-    frozen = "process_gc_frozen_objects"
-    idle = (await wait_until(lambda: _frozen_now(base, frozen), 20, what="a first freeze"))[1]
-    clients: list[Client] = []
-    for batch in range(3):
-        toks = [token(perms=["update antrean"], user=f"g{batch}-{i}") for i in range(100)]
-        clients += await asyncio.gather(*(connect(url, tok) for tok in toks))
-    # Each session's connection, protocol, tasks and buffers: tens of objects that CPython's
-    # own schedule would walk on every full pass; frozen, no automatic pass walks them.
-    with_sessions = (
-        await wait_until(
-            lambda: _frozen_now(base, frozen, above=idle + 300 * 20),
-            20,
-            what="the sessions' objects frozen",
-        )
-    )[1]
-    event = cancelled()
-    await publish(event)
-    await wait_until(lambda: all(event.id in c.ids() for c in clients), 30, what="delivered")
-    before = await samples(base)
-    await asyncio.gather(*(c.close() for c in clients))
-    # The scheduled full pass comes and is measured; what the closed sessions held is gone.
-    after = await wait_until(
-        lambda: _later_full_pass(base, before), 20, what="a full pass after the close"
-    )
-    assert after[frozen] < with_sessions - 300 * 20
-    key = 'python_gc_pause_seconds_count{generation="2"}'
-    assert after[key] > before.get(key, 0)
-
-
-async def _frozen_now(base: str, name: str, above: float = 0) -> tuple[bool, float] | None:
-    value = (await samples(base)).get(name, 0)
-    return (True, value) if value > above else None
-
-
-async def _later_full_pass(base: str, before: dict[str, float]) -> dict[str, float] | None:
-    now = await samples(base)
-    name = "process_gc_full_collections_total"
-    return now if now.get(name, 0) > before.get(name, 0) else None
-
-
 async def raw_session(base: str, tok: str, *, rcvbuf: int | None = None):
     """A hand-made websocket client (a plain TCP socket) that authenticates and then does
     nothing unless the test reads from it: it never answers pings and can stop reading."""

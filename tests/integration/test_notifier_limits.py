@@ -22,6 +22,7 @@ from tests.fixtures.infra import free_port, wait_until
 from tests.integration import test_notifier
 from tests.integration.test_notifier import (
     TOPIC_OF,
+    Client,
     cancelled,
     connect,
     start_notifier,
@@ -315,3 +316,45 @@ async def test_production_serves_metrics_on_the_ops_port_only(spawn, infra, topi
 
 async def _eq(value, expected) -> bool:
     return (await value) == expected
+
+
+async def test_sessions_are_frozen_out_of_gc_passes_and_a_scheduled_full_pass_follows(
+    spawn, infra, topic_prefix, publish
+):
+    _, url, base = start_notifier(
+        spawn,
+        infra.kafka_for("notifier"),
+        topic_prefix,
+        NOTIFIER_GC_FREEZE_EVERY_S="0.2",
+        NOTIFIER_GC_FULL_EVERY_S="4",
+    )
+    frozen, full = "process_gc_frozen_objects", "process_gc_full_collections_total"
+    full_pauses = 'python_gc_pause_seconds_count{generation="2"}'
+
+    async def frozen_above(floor: float) -> float | None:
+        value = await metric(base, frozen)
+        return value if value > floor else None
+
+    idle = await wait_until(lambda: frozen_above(0), 20, what="a first freeze")
+    clients: list[Client] = []
+    for batch in range(3):
+        toks = [token(perms=["update antrean"], user=f"g{batch}-{i}") for i in range(100)]
+        clients += await asyncio.gather(*(connect(url, tok) for tok in toks))
+    # Each session's connection, protocol, tasks and buffers: tens of objects that CPython's
+    # own schedule would walk on every full pass; frozen, no automatic pass walks them.
+    with_sessions = await wait_until(
+        lambda: frozen_above(idle + 300 * 20), 20, what="the sessions' objects frozen"
+    )
+    event = cancelled()
+    await publish(event)
+    await wait_until(lambda: all(event.id in c.ids() for c in clients), 30, what="delivered")
+    passes, pauses = await metric(base, full), await metric(base, full_pauses)
+    await asyncio.gather(*(c.close() for c in clients))
+
+    async def later_pass() -> bool:
+        return await metric(base, full) > passes
+
+    # The scheduled full pass comes and is measured; what the closed sessions held is gone.
+    await wait_until(later_pass, 20, what="a full pass after the close")
+    assert await metric(base, frozen) < with_sessions - 300 * 20
+    assert await metric(base, full_pauses) > pauses
