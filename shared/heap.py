@@ -12,12 +12,13 @@ only garbage in reference cycles among them waits, until the next deliberate ful
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import time
 from types import TracebackType
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.logging import get_logger
 
@@ -113,8 +114,16 @@ class GcPauses:
         else:
             self._by_generation[info["generation"]].observe(time.perf_counter() - self._started)
 
+    def install(self) -> None:
+        if self.on_gc not in gc.callbacks:
+            gc.callbacks.append(self.on_gc)
+
+    def uninstall(self) -> None:
+        if self.on_gc in gc.callbacks:
+            gc.callbacks.remove(self.on_gc)
+
     def __enter__(self) -> GcPauses:
-        gc.callbacks.append(self.on_gc)
+        self.install()
         return self
 
     def __exit__(
@@ -123,5 +132,11 @@ class GcPauses:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.on_gc in gc.callbacks:
-            gc.callbacks.remove(self.on_gc)
+        self.uninstall()
+
+
+@functools.cache
+def process_gc_pauses() -> GcPauses:
+    """The pauses of a service whose metrics are in the default registry (the API, the worker):
+    one histogram per process; `install()` it once the process serves."""
+    return GcPauses(REGISTRY)

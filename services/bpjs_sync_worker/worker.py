@@ -34,6 +34,7 @@ from shared.events import (
     decode_event,
 )
 from shared.events.envelope import UnknownEventError
+from shared.heap import process_gc_pauses
 from shared.kafka import KafkaConfig, TopicMismatch, TopicsMissing, TopicSpec, ensure_topics
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
@@ -100,6 +101,7 @@ def create_worker(settings: WorkerSettings) -> faust.App:
     async def start_pool() -> None:
         # faust (mode) installs its own log format when the worker starts: put ours back.
         configure_logging("bpjs-sync-worker", settings.log_level, stream=sys.__stderr__)
+        process_gc_pauses().install()  # python_gc_pause_seconds, as every service
         rt.gauges = ops.Gauges(settings, ready)
         rt.gauges.start()  # service_ready is 0 until the database answers and the pool runs
         rt.db = await _connect(settings)

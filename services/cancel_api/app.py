@@ -30,7 +30,7 @@ from shared import tracing
 from shared.auth import TokenVerifier
 from shared.db import close_pool, create_pool
 from shared.events import TOPIC_QUEUE_CANCELLED
-from shared.heap import freeze_startup_heap
+from shared.heap import freeze_startup_heap, process_gc_pauses
 from shared.kafka import KafkaConfig
 from shared.logging import get_logger
 from shared.outbox import OutboxRelay
@@ -149,4 +149,5 @@ def create_app_from_env() -> FastAPI:
     tracing.configure("cancel-api")  # in each uvicorn worker process
     app = create_app(CancelApiSettings())
     freeze_startup_heap()  # a serving process only (tests build many apps in one process)
+    process_gc_pauses().install()
     return app

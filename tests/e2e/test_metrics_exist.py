@@ -183,5 +183,7 @@ async def test_every_metric_of_the_alerts_and_dashboards_is_exported(
     missing = {name: sorted(used[name]) for name in undeclared | no_series}
     assert not missing, f"used but exported by no service: {missing}"
     assert "kafka_consumer_lag" in series["bpjs-sync-worker"]
+    for service in scrapes:  # each service's garbage-collector pauses, for the dashboard
+        assert "python_gc_pause_seconds_count" in series[service], service
     for service, line in ready.items():
         assert is_ready[service], f"{service}: no {line!r} in its scrape"

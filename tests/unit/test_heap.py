@@ -8,7 +8,7 @@ import weakref
 import pytest
 from prometheus_client import CollectorRegistry
 
-from shared.heap import GcPauses, HeapFreezer
+from shared.heap import GcPauses, HeapFreezer, process_gc_pauses
 
 
 class Node:
@@ -112,3 +112,20 @@ def test_every_collection_pause_is_observed_per_generation():
     total = registry.get_sample_value("python_gc_pause_seconds_sum", {"generation": "2"})
     assert total is not None and total > 0
     assert pauses.on_gc not in gc.callbacks
+
+
+def test_the_process_wide_pauses_install_once_and_count_in_the_default_registry():
+    from prometheus_client import REGISTRY
+
+    pauses = process_gc_pauses()
+    assert process_gc_pauses() is pauses  # one histogram per process
+    before = REGISTRY.get_sample_value("python_gc_pause_seconds_count", {"generation": "2"}) or 0.0
+    pauses.install()
+    pauses.install()
+    try:
+        assert gc.callbacks.count(pauses.on_gc) == 1
+        gc.collect(2)
+    finally:
+        pauses.uninstall()
+    after = REGISTRY.get_sample_value("python_gc_pause_seconds_count", {"generation": "2"})
+    assert after == before + 1
