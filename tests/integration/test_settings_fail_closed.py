@@ -293,6 +293,9 @@ async def test_production_api_with_two_workers_serves_metrics_once_on_the_ops_po
     # Both uvicorn workers' relays report through the one ops port.
     await wait_until(lambda: len(worker_pids()) == 2, timeout=30, what="both workers' metrics")
     assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).status_code == 404
+    # Their garbage collectors' pauses too, summed over the workers (a histogram per process).
+    text = httpx.get(f"http://127.0.0.1:{ops}/metrics", timeout=10).text
+    assert re.search(r'python_gc_pause_seconds_count\{generation="0"\} [1-9]', text), text[-2000:]
 
 
 async def test_good_production_worker_starts_with_its_own_role(
