@@ -3,6 +3,7 @@ every pause measured."""
 
 import asyncio
 import gc
+import time
 import weakref
 
 import pytest
@@ -63,21 +64,27 @@ def test_the_full_pass_reclaims_cycles_that_died_frozen_and_freezes_the_survivor
     assert registry.get_sample_value("process_gc_full_collections_total") == 1
 
 
+async def until(predicate, timeout: float = 10.0) -> None:
+    """Poll with a deadline: the freezer's periods are what is under test, not a sleep's."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
 async def test_run_freezes_on_its_period_and_collects_in_full_on_the_longer_one(fresh_gc):
     registry = CollectorRegistry()
-    heap = HeapFreezer(freeze_every_s=0.05, full_every_s=0.3, registry=registry)
+    heap = HeapFreezer(freeze_every_s=0.05, full_every_s=0.5, registry=registry)
     task = asyncio.create_task(heap.run())
     try:
-        await asyncio.sleep(0.12)
-        assert gc.get_freeze_count() > 0
-        assert registry.get_sample_value("process_gc_full_collections_total") == 0
         node = Node()
         ref = weakref.ref(node)
-        await asyncio.sleep(0.1)  # a freeze passes while it lives
+        # Frozen on the short period: no generation holds it any more.
+        await until(lambda: not any(o is ref() for o in gc.get_objects()))
         del node
-        await asyncio.sleep(0.4)  # the full pass comes
+        # A frozen cycle is reclaimed only by the scheduled full pass.
+        await until(lambda: ref() is None)
         assert registry.get_sample_value("process_gc_full_collections_total") >= 1
-        assert ref() is None
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
