@@ -74,7 +74,13 @@ cluster_id() {
       [[ -f "$meta" ]] && { sed -n 's/^cluster.id=//p' "$meta"; return 0; }
     done
   fi
-  head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='
+  # base64url of 16 random bytes, as Kafka's own ids; never one starting with '-', which the
+  # storage tool would read as an option (`-t -Xy...`: "expected one argument").
+  local id
+  while id="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"; [[ "$id" == -* ]]; do
+    :
+  done
+  echo "$id"
 }
 
 # SCRAM users exist from the start (KIP-900): the broker itself logs in as admin. The arguments
