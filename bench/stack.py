@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import (
     ADMIN_DSN,
@@ -272,12 +273,13 @@ async def refusals(url: str) -> dict[str, float]:
     production on the public port)."""
     async with httpx.AsyncClient(timeout=10) as http:
         text = (await http.get(f"{url}/metrics")).text
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("http_requests_refused_total{"):
-            labels, _, value = line.rpartition(" ")
-            out[labels.split('reason="', 1)[1].split('"', 1)[0]] = float(value)
-    return out
+    return {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "http_requests_refused"
+        for sample in family.samples
+        if sample.name == "http_requests_refused_total"
+    }
 
 
 async def cancel(client: aiohttp.ClientSession, url: str, qid: int, tok: str) -> tuple[int, float]:

@@ -3,13 +3,13 @@ every pause measured."""
 
 import asyncio
 import gc
-import time
 import weakref
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from shared.heap import GcPauses, HeapFreezer, process_gc_pauses
+from tests.fixtures.infra import wait_until
 
 
 class Node:
@@ -64,14 +64,6 @@ def test_the_full_pass_reclaims_cycles_that_died_frozen_and_freezes_the_survivor
     assert registry.get_sample_value("process_gc_full_collections_total") == 1
 
 
-async def until(predicate, timeout: float = 10.0) -> None:
-    """Poll with a deadline: the freezer's periods are what is under test, not a sleep's."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 async def test_run_freezes_on_its_period_and_collects_in_full_on_the_longer_one(fresh_gc):
     registry = CollectorRegistry()
     heap = HeapFreezer(freeze_every_s=0.05, full_every_s=0.5, registry=registry)
@@ -80,10 +72,12 @@ async def test_run_freezes_on_its_period_and_collects_in_full_on_the_longer_one(
         node = Node()
         ref = weakref.ref(node)
         # Frozen on the short period: no generation holds it any more.
-        await until(lambda: not any(o is ref() for o in gc.get_objects()))
+        await wait_until(
+            lambda: not any(o is ref() for o in gc.get_objects()), 10, 0.01, what="a freeze"
+        )
         del node
         # A frozen cycle is reclaimed only by the scheduled full pass.
-        await until(lambda: ref() is None)
+        await wait_until(lambda: ref() is None, 10, 0.01, what="the full pass")
         assert registry.get_sample_value("process_gc_full_collections_total") >= 1
     finally:
         task.cancel()
