@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from shared.service_kit import READY_HELP
 
@@ -14,8 +17,8 @@ class NotifierMetrics:
         self.sessions = Gauge(
             "notifier_sessions", "Open authenticated websocket sessions", registry=r
         )
-        self.sent = Counter(
-            "notifier_messages_sent", "Messages written to websockets", ["type"], registry=r
+        self.sent = CountsByLabel(
+            "notifier_messages_sent", "Messages written to websockets", "type", registry=r
         )
         self.send_lag = Histogram(
             "notifier_send_lag_seconds",
@@ -46,11 +49,27 @@ class NotifierMetrics:
             "notifier_connections", "Open websocket connections (authenticated or not)", registry=r
         )
         self.ready = Gauge("service_ready", READY_HELP, ["service"], registry=r)
-        self._sent_by_type: dict[str, Counter] = {}
 
-    def sent_of(self, kind: str) -> Counter:
-        """The per-type child, cached: `labels()` on every delivery cost ~8% of fan-out CPU."""
-        child = self._sent_by_type.get(kind)
-        if child is None:
-            child = self._sent_by_type[kind] = self.sent.labels(type=kind)
-        return child
+
+class CountsByLabel:
+    """A counter with one label, kept as plain ints and turned into a metric family when
+    scraped. It is bumped once per message per session (tens of thousands of times a second in
+    a fan-out), where a `Counter` child's locked `inc()` costs about four times a dict update.
+    The notifier scrapes on its event loop, the only thread that counts."""
+
+    def __init__(self, name: str, documentation: str, label: str, registry: CollectorRegistry):
+        self.name, self.documentation, self.label = name, documentation, label
+        self.counts: defaultdict[str, int] = defaultdict(int)
+        registry.register(self)
+
+    def __getitem__(self, value: str) -> int:
+        return self.counts.get(value, 0)
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=[self.label])]
+
+    def collect(self) -> list[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, count in sorted(self.counts.items()):
+            family.add_metric([value], count)
+        return [family]

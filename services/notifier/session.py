@@ -151,7 +151,7 @@ class Session:
                 self._broken(exc)
                 return
             if written:
-                self.metrics.sent_of(kind).inc()
+                self.metrics.sent.counts[kind] += 1
                 return
         if len(self.backlog) >= self.max_queue:
             self.abort(CLOSE_TOO_SLOW, "too far behind")
@@ -168,7 +168,7 @@ class Session:
                 await self.ws.send(out.payload)
                 self.backlog.popleft()
                 self._room.set()
-                self.metrics.sent_of(kind).inc()
+                self.metrics.sent.counts[kind] += 1
                 self.metrics.send_lag.observe(time.monotonic() - queued_at)
         except Exception as exc:
             self._broken(exc)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from prometheus_client import generate_latest
 
 from services.notifier import cursor
 from services.notifier.config import NotifierSettings
@@ -175,6 +176,10 @@ class FakeSocket:
         self.closed_with = code
 
 
+def sent_total(metrics: NotifierMetrics, kind: str) -> float | None:
+    return metrics.registry.get_sample_value("notifier_messages_sent_total", {"type": kind})
+
+
 def record(offset: int, ev) -> RawRecord:
     return RawRecord(("queue-cancelled", 0), offset, offset, encode_event(ev))
 
@@ -196,6 +201,7 @@ async def test_a_stalled_session_is_closed_and_never_delays_the_others():
         hub.ingest([record(i, cancelled(qid=i + 1))])
     assert slow.closed and len(fast_ws.sent) == 20
     assert slow_ws.sent == []  # its backlog was dropped, the client resumes from its cursor
+    assert sent_total(metrics, "queue.cancelled") == 20  # what was written, not what was offered
     await asyncio.wait_for(slow.closing(), 5)
     assert slow_ws.closed_with == CLOSE_TOO_SLOW and fast_ws.closed_with is None
 
@@ -217,6 +223,12 @@ async def test_a_slow_session_gets_its_backlog_in_order_once_the_peer_reads():
     hub.ingest([record(10, cancelled(qid=11))])
     ids = [orjson.loads(m)["queue_id"] for m in ws.sent]
     assert ids == list(range(1, 12)) and s.writer is None
+    # Counted once each, whether written at once or from the backlog; the control message too.
+    assert sent_total(metrics, "queue.cancelled") == 11
+    s.send_control({"type": "pong"})
+    assert sent_total(metrics, "pong") == 1
+    exposed = generate_latest(metrics.registry).decode()
+    assert 'notifier_messages_sent_total{type="queue.cancelled"} 11.0' in exposed
 
 
 async def test_duplicated_delivery_is_sent_once():
