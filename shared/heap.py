@@ -15,6 +15,7 @@ import asyncio
 import functools
 import gc
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -40,41 +41,70 @@ class HeapFreezer:
     pass (reclaiming cycles that died frozen, such as what a closed websocket leaves), then
     freezes the survivors. Cyclic garbage of long-lived objects thus waits at most
     `full_every_s`, and the one long pause comes on that schedule instead of whenever the
-    heap has grown."""
+    heap has grown.
+
+    Churn brings the full pass early: once `released()` has been called (a connection closed)
+    `full_after_released` times since the last pass, and at least `live()` times (as many as
+    are open), so garbage kept frozen stays bounded however fast connections come and go, and
+    each pass, whose cost grows with what is live, is paid for by as many closures."""
 
     def __init__(
-        self, *, freeze_every_s: float, full_every_s: float, registry: CollectorRegistry
+        self,
+        *,
+        freeze_every_s: float,
+        full_every_s: float,
+        registry: CollectorRegistry,
+        full_after_released: int = 0,
+        live: Callable[[], int] = lambda: 0,
     ) -> None:
         if freeze_every_s <= 0 or full_every_s < freeze_every_s:
             raise ValueError("need 0 < freeze_every_s <= full_every_s")
+        if full_after_released < 0:
+            raise ValueError("need full_after_released >= 0 (0: on the schedule only)")
         self.freeze_every_s = freeze_every_s
         self.full_every_s = full_every_s
+        self.full_after_released = full_after_released
+        self.live = live
+        self.released_since_full = 0
         frozen = Gauge(
             "process_gc_frozen_objects",
             "Objects frozen out of the cyclic collector's automatic passes",
             registry=registry,
         )
         frozen.set_function(gc.get_freeze_count)  # counts a list: only when scraped
-        self.full = Counter(
+        full = Counter(
             "process_gc_full_collections",
-            "Scheduled full collections (frozen objects included)",
+            "Deliberate full collections (frozen objects included): scheduled, or churn",
+            ["reason"],
             registry=registry,
         )
+        self.full = {reason: full.labels(reason=reason) for reason in ("scheduled", "churn")}
 
     def freeze(self) -> None:
         gc.freeze()
 
-    def collect_all(self) -> int:
+    def released(self, count: int = 1) -> None:
+        """Something that may leave cyclic garbage behind is gone (a connection closed)."""
+        self.released_since_full += count
+
+    def _churned(self) -> bool:
+        bound = max(self.full_after_released, self.live())
+        return bool(self.full_after_released) and self.released_since_full >= bound
+
+    def collect_all(self, reason: str = "scheduled") -> int:
         """One full pass over every object, frozen or not; returns the objects reclaimed."""
+        released, self.released_since_full = self.released_since_full, 0
         frozen = gc.get_freeze_count()
         gc.unfreeze()
         started = time.perf_counter()
         collected = gc.collect()
         took = time.perf_counter() - started
         self.freeze()
-        self.full.inc()
+        self.full[reason].inc()
         log.info(
             "gc_full_collection",
+            reason=reason,
+            released=released,
             frozen_before=frozen,
             collected=collected,
             frozen_after=gc.get_freeze_count(),
@@ -87,10 +117,13 @@ class HeapFreezer:
         while True:
             await asyncio.sleep(self.freeze_every_s)
             if time.monotonic() >= full_at:
-                self.collect_all()
-                full_at = time.monotonic() + self.full_every_s
+                self.collect_all("scheduled")
+            elif self._churned():
+                self.collect_all("churn")
             else:
                 self.freeze()
+                continue
+            full_at = time.monotonic() + self.full_every_s
 
 
 class GcPauses:

@@ -128,6 +128,8 @@ class Notifier:
                 freeze_every_s=settings.gc_freeze_every_s,
                 full_every_s=settings.gc_full_every_s,
                 registry=self.metrics.registry,
+                full_after_released=settings.gc_full_after_closed,
+                live=lambda: self.connections,
             )
             if settings.gc_freeze_every_s
             else None
@@ -206,6 +208,8 @@ class Notifier:
         finally:
             self.connections -= 1
             self.metrics.connections.dec()
+            if self.heap is not None:
+                self.heap.released()
 
     async def _admit(self, conn: ServerConnection) -> None:
         """Caps and readiness first (no auth work for a socket that cannot be served), then

@@ -40,6 +40,9 @@ class NotifierSettings(ServedSettings):
     # full pass over everything, reclaiming cycles that died frozen, runs this often.
     gc_freeze_every_s: float = Field(default=1.0, ge=0, alias="NOTIFIER_GC_FREEZE_EVERY_S")
     gc_full_every_s: float = Field(default=3600.0, gt=0, alias="NOTIFIER_GC_FULL_EVERY_S")
+    # ... and earlier, once this many connections (and at least as many as are open) closed
+    # since the last one: each leaves cycles that would otherwise wait frozen (0: never early).
+    gc_full_after_closed: int = Field(default=1000, ge=0, alias="NOTIFIER_GC_FULL_AFTER_CLOSED")
     # /metrics, /healthz and /readyz for Prometheus and probes (ServedSettings).
     ops_port: int = Field(default=8011, alias="OPS_PORT")
 

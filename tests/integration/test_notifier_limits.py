@@ -358,3 +358,34 @@ async def test_sessions_are_frozen_out_of_gc_passes_and_a_scheduled_full_pass_fo
     await wait_until(later_pass, 20, what="a full pass after the close")
     assert await metric(base, frozen) < with_sessions - 300 * 20
     assert await metric(base, full_pauses) > pauses
+
+
+async def test_connection_churn_cannot_pile_up_frozen_garbage(spawn, infra, topic_prefix):
+    """Anyone who reaches the port can open and drop connections, no token needed. Each leaves
+    cyclic garbage (tens of objects); frozen, it would wait for the hourly full pass, so a
+    client churning connections could grow the notifier's memory all hour long."""
+    _, url, base = start_notifier(
+        spawn,
+        infra.kafka_for("notifier"),
+        topic_prefix,
+        NOTIFIER_GC_FREEZE_EVERY_S="0.2",
+        NOTIFIER_GC_FULL_EVERY_S="3600",
+        NOTIFIER_GC_FULL_AFTER_CLOSED="500",
+    )
+    frozen = "process_gc_frozen_objects"
+    churn = 'process_gc_full_collections_total{reason="churn"}'
+    await wait_until(lambda: metric(base, frozen), 20, what="a first freeze")
+    before = await metric(base, frozen)
+    for _ in range(30):  # 3,000 connections, each held past a freeze, never authenticated
+        conns = await asyncio.gather(*(websockets.connect(url) for _ in range(100)))
+        await asyncio.sleep(0.3)
+        await asyncio.gather(*(c.close() for c in conns))
+
+    async def passes_after_churn() -> float | None:
+        value = await metric(base, churn)
+        return value if value >= 5 else None  # one per 500 closed (none were open)
+
+    await wait_until(passes_after_churn, 20, what="full passes brought on by the churn")
+    # At most the garbage of the last few hundred closures is left frozen (without the
+    # bound: all 3,000 connections' worth, about 180,000 objects).
+    assert await metric(base, frozen) < before + 60_000

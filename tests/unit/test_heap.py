@@ -61,7 +61,7 @@ def test_the_full_pass_reclaims_cycles_that_died_frozen_and_freezes_the_survivor
     assert all(r() is None for r in refs)
     assert gc.get_freeze_count() > 0  # the survivors are long-lived: frozen again at once
     assert frozen_gauge(registry) == gc.get_freeze_count()
-    assert registry.get_sample_value("process_gc_full_collections_total") == 1
+    assert full_passes(registry, "scheduled") == 1
 
 
 async def test_run_freezes_on_its_period_and_collects_in_full_on_the_longer_one(fresh_gc):
@@ -78,7 +78,49 @@ async def test_run_freezes_on_its_period_and_collects_in_full_on_the_longer_one(
         del node
         # A frozen cycle is reclaimed only by the scheduled full pass.
         await wait_until(lambda: ref() is None, 10, 0.01, what="the full pass")
-        assert registry.get_sample_value("process_gc_full_collections_total") >= 1
+        assert full_passes(registry, "scheduled") >= 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def full_passes(registry: CollectorRegistry, reason: str) -> float:
+    value = registry.get_sample_value("process_gc_full_collections_total", {"reason": reason})
+    return value or 0.0
+
+
+async def test_churn_brings_the_full_pass_early_once_as_many_closed_as_are_open(fresh_gc):
+    """What closed connections leave in frozen cycles waits for a full pass; an hour of churn
+    must not pile it up. The bound is the larger of the floor and the live count, so a full
+    pass (which walks every live object) is paid for by at least as many closures."""
+    registry = CollectorRegistry()
+    live = 8
+    heap = HeapFreezer(
+        freeze_every_s=0.02,
+        full_every_s=3600,
+        registry=registry,
+        full_after_released=5,
+        live=lambda: live,
+    )
+    task = asyncio.create_task(heap.run())
+    try:
+        nodes = [Node() for _ in range(100)]
+        await wait_until(lambda: gc.get_freeze_count() > 0, 10, 0.01, what="a freeze")
+        refs = [weakref.ref(n) for n in nodes]
+        del nodes
+        heap.released(7)  # past the floor, below the 8 open
+        await asyncio.sleep(0.2)  # ten periods: a pass now would be early
+        assert full_passes(registry, "churn") == 0 and refs[0]() is not None
+        heap.released()
+        await wait_until(lambda: refs[0]() is None, 10, 0.01, what="the early full pass")
+        assert full_passes(registry, "churn") == 1
+        assert full_passes(registry, "scheduled") == 0
+        live = 0  # fewer open than the floor: the floor is the bound
+        heap.released(4)
+        await asyncio.sleep(0.2)
+        assert full_passes(registry, "churn") == 1  # the count started again after the pass
+        heap.released()
+        await wait_until(lambda: full_passes(registry, "churn") == 2, 10, 0.01, what="a second")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -89,6 +131,10 @@ def test_a_freezer_that_is_off_leaves_the_collector_alone(fresh_gc):
         HeapFreezer(freeze_every_s=0, full_every_s=3600, registry=CollectorRegistry())
     with pytest.raises(ValueError):
         HeapFreezer(freeze_every_s=10, full_every_s=5, registry=CollectorRegistry())
+    with pytest.raises(ValueError):
+        HeapFreezer(
+            freeze_every_s=1, full_every_s=5, registry=CollectorRegistry(), full_after_released=-1
+        )
 
 
 def test_every_collection_pause_is_observed_per_generation():

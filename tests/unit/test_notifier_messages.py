@@ -140,7 +140,7 @@ def test_defaults_follow_the_contract():
     assert s.port == 8001 and s.auth_deadline_s == 10.0 and s.http_host == "127.0.0.1"
     assert s.replay_window_s >= 24 * 3600  # resume works for at least 24 hours
     assert (s.max_connections, s.max_connections_per_user, s.ops_port) == (10000, 20, 8011)
-    assert (s.gc_freeze_every_s, s.gc_full_every_s) == (1.0, 3600.0)
+    assert (s.gc_freeze_every_s, s.gc_full_every_s, s.gc_full_after_closed) == (1.0, 3600.0, 1000)
 
 
 def test_a_full_gc_pass_scheduled_more_often_than_the_freeze_is_refused(monkeypatch):
@@ -150,6 +150,9 @@ def test_a_full_gc_pass_scheduled_more_often_than_the_freeze_is_refused(monkeypa
         NotifierSettings.from_env()
     monkeypatch.setenv("NOTIFIER_GC_FREEZE_EVERY_S", "0")  # off: the full period is unused
     assert NotifierSettings.from_env().gc_freeze_every_s == 0
+    monkeypatch.setenv("NOTIFIER_GC_FULL_AFTER_CLOSED", "-1")
+    with pytest.raises(ValueError, match="NOTIFIER_GC_FULL_AFTER_CLOSED"):
+        NotifierSettings.from_env()
 
 
 class FakeSocket:
