@@ -220,7 +220,10 @@ class Notifier:
         if not self.hub.ready.is_set():
             return await self._refuse(conn, CLOSE_TRY_AGAIN, "not ready, try again")
         try:
-            first = await asyncio.wait_for(conn.recv(), settings.auth_deadline_s)
+            # Not `wait_for`: its task would hold a closed connection's exception, whose
+            # traceback holds that task: a cycle keeping the whole connection until a full pass.
+            async with asyncio.timeout(settings.auth_deadline_s):
+                first = await conn.recv()
         except TimeoutError:
             return await self._refuse(conn, CLOSE_UNAUTHENTICATED, "no auth in time")
         except ConnectionClosed:
