@@ -119,12 +119,16 @@ async def phase(stack: Stack, rate: int, seconds: float, sessions: int, procs: i
         fleet.kill()
     arrivals = got["arrivals"]
     e2e, pairs, complete, complete_at = [], 0, 0, []
+    first, spread = [], []  # where the time goes: reaching the first session, then the rest
     for qid, t in sent.items():
         times = arrivals["queue.cancelled"].get(qid, [])
         pairs += len(times)
+        if times:
+            first.append(min(times) - t)
         if len(times) >= connected:
             complete += 1
             e2e.append(max(times) - t)
+            spread.append(max(times) - min(times))
             complete_at.append(max(times) - t0)
     bpjs_ids = set(ids[4::5])
     synced = [min(arrivals["bpjs.synced"][q]) - sent[q]
@@ -140,6 +144,8 @@ async def phase(stack: Stack, rate: int, seconds: float, sessions: int, procs: i
         "generator_behind_s": round(late, 3),
         "http_ms": percentiles(http.values()),
         "e2e_all_sessions_ms": percentiles(e2e),
+        "e2e_first_session_ms": percentiles(first),
+        "fanout_spread_ms": percentiles(spread),  # from the first session to the last
         "cancels_reaching_every_session": complete,
         "pairs_expected": n * connected,
         "pairs_received": pairs,
@@ -233,6 +239,12 @@ async def run(quick: bool) -> list[Row]:
             f"{h.get('p50')} / {h.get('p99')}; {p['errors']}; "
             f"{p['cancels_reaching_every_session']}/{p['cancels']}; "
             f"{round(100 * p['machine_cpu_busy_share'])} %",
+        ))  # fmt: skip
+        f, sp = p.get("e2e_first_session_ms", {}), p.get("fanout_spread_ms", {})
+        rows.append(Row(
+            "e2e_latency",
+            f"{p['rate']}/s: to the first session p50/p99; first to last session p50/p99 (ms)",
+            f"{f.get('p50')} / {f.get('p99')}; {sp.get('p50')} / {sp.get('p99')}",
         ))  # fmt: skip
         b = p["bpjs_synced_ms"]
         rows.append(Row("e2e_latency", f"{p['rate']}/s: to bpjs.synced p50/p99 (ms)",
