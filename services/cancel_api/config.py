@@ -18,7 +18,6 @@ class CancelApiSettings(ServedSettings):
     # The relay runs inside the API process by default; `python -m services.cancel_api.relay`
     # runs it alone (then set this to false on the API replicas).
     outbox_relay_enabled: bool = Field(True, alias="OUTBOX_RELAY_ENABLED")
-    db_pool_min: int = Field(1, alias="DB_POOL_MIN")
     # A few connections per database core: more do not commit more, their backends only take
     # CPU from this process, and under overload the requests then queue unseen in its accept
     # queue instead of being refused (bench/README.md, api_saturation).
