@@ -19,8 +19,8 @@ COPY pyproject.toml ./
 COPY services/ services/
 COPY shared/ shared/
 
-# Every dependency has a binary wheel for this platform or is pure Python (lzstring builds with
-# setup.py, hence `wheel` in the venv first): no compiler is needed. The build
+# Every dependency has a binary wheel for this platform or is pure Python (`wheel` in the venv
+# first, for any that builds from an sdist): no compiler is needed. The build
 # backend's wheels go along so the final stage installs `.` without any index. A TLS-inspecting
 # proxy's CA may be given as the build secret `pip_ca`; it never lands in a layer.
 RUN --mount=type=secret,id=pip_ca \

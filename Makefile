@@ -8,6 +8,8 @@ STAMP := .venv/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv .venv
 	@.venv/bin/pip install -q --upgrade pip
+	@# py-lzstring replaced lzstring, whose package has the same import name: not both
+	@.venv/bin/pip uninstall -q -y lzstring future 2> /dev/null || true
 	@.venv/bin/pip install -q -e '.[dev]'
 	@rm -f .venv/.installed-* && touch $(STAMP)
 

@@ -13,9 +13,6 @@ import lzstring
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-_LZ = lzstring.LZString()
-
-
 class ResponseDecryptError(ValueError):
     """The `response` member could not be decrypted, decompressed or parsed."""
 
@@ -65,15 +62,15 @@ def encrypt_response(cons_id: str, secret: str, timestamp: str | int, payload: A
 
 def lz_compress_uri(text: str) -> str:
     """LZ-String compressToEncodedURIComponent over UTF-16 code units, as the JS original does."""
-    # lzstring 1.0.4 works on Python code points and truncates those above U+FFFF to 16 bits;
+    # py-lzstring works on Python code points and truncates those above U+FFFF to 16 bits;
     # splitting them into surrogate pairs first keeps emoji and rare CJK intact and JS-compatible.
-    return str(_LZ.compressToEncodedURIComponent(_to_utf16_units(text)))
+    return str(lzstring.compress_to_encoded_uri_component(_to_utf16_units(text)))
 
 
 def lz_decompress_uri(compressed: str) -> str:
     """LZ-String decompressFromEncodedURIComponent; surrogate pairs are joined back."""
     try:
-        units = _LZ.decompressFromEncodedURIComponent(compressed)
+        units = lzstring.decompress_from_encoded_uri_component(compressed)
     except (KeyError, IndexError, ValueError, TypeError) as exc:
         raise ResponseDecryptError(f"cannot decompress response: {exc}") from exc
     if not isinstance(units, str):
