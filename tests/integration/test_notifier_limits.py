@@ -318,16 +318,17 @@ async def _eq(value, expected) -> bool:
     return (await value) == expected
 
 
+def start_freezing_notifier(spawn, infra, topic_prefix, **gc: str):
+    """A notifier freezing its heap every 0.2 s, its scheduled full pass an hour away unless
+    `gc` sets it otherwise."""
+    settings = {"NOTIFIER_GC_FREEZE_EVERY_S": "0.2", "NOTIFIER_GC_FULL_EVERY_S": "3600", **gc}
+    return start_notifier(spawn, infra.kafka_for("notifier"), topic_prefix, **settings)
+
+
 async def test_sessions_are_frozen_out_of_gc_passes_and_a_scheduled_full_pass_follows(
     spawn, infra, topic_prefix, publish
 ):
-    _, url, base = start_notifier(
-        spawn,
-        infra.kafka_for("notifier"),
-        topic_prefix,
-        NOTIFIER_GC_FREEZE_EVERY_S="0.2",
-        NOTIFIER_GC_FULL_EVERY_S="4",
-    )
+    _, url, base = start_freezing_notifier(spawn, infra, topic_prefix, NOTIFIER_GC_FULL_EVERY_S="4")
     frozen, full = "process_gc_frozen_objects", "process_gc_full_collections_total"
     full_pauses = 'python_gc_pause_seconds_count{generation="2"}'
 
@@ -372,11 +373,11 @@ async def churn(url: str, rounds: int) -> None:
         kind = r % 3
         if kind == 2:
             clients = await asyncio.gather(*(connect(url, tok) for tok in CHURN_TOKENS))
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # open across a freeze (every 0.2 s)
             await asyncio.gather(*(c.close() for c in clients))
             continue
         conns = await asyncio.gather(*(websockets.connect(url) for _ in range(100)))
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # open across a freeze (every 0.2 s)
         if kind == 1:
             await asyncio.gather(*(c.send(bad) for c in conns))
             await asyncio.gather(*(c.wait_closed() for c in conns))
@@ -392,18 +393,14 @@ async def test_a_closed_connection_leaves_only_a_small_cycle_behind(spawn, infra
     exception, whose traceback held the task). What is left is websockets' own: each closed
     connection's protocol object and its parser form a small cycle (about 11 objects), which
     `test_connection_churn_brings_the_full_pass_early` keeps bounded."""
-    _, url, base = start_notifier(
-        spawn,
-        infra.kafka_for("notifier"),
-        topic_prefix,
-        NOTIFIER_GC_FREEZE_EVERY_S="0.2",
-        NOTIFIER_GC_FULL_EVERY_S="3600",
-        NOTIFIER_GC_FULL_AFTER_CLOSED="0",  # no early pass: what is left stays frozen
+    # No early pass: what closed connections leave stays frozen.
+    _, url, base = start_freezing_notifier(
+        spawn, infra, topic_prefix, NOTIFIER_GC_FULL_AFTER_CLOSED="0"
     )
     frozen = "process_gc_frozen_objects"
     await wait_until(lambda: metric(base, frozen), 20, what="a first freeze")
     await churn(url, 3)  # a first round of each: caches and pools reach their size
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # a freeze after the last close
     before = await metric(base, frozen)
     await churn(url, 15)  # 1,500 connections
     await asyncio.sleep(0.5)  # a freeze after the last close
@@ -414,13 +411,8 @@ async def test_connection_churn_brings_the_full_pass_early(spawn, infra, topic_p
     """Whatever cycles closed connections may still leave are reclaimed under churn, not an
     hour later: a full pass comes once as many connections closed as are open, at least
     NOTIFIER_GC_FULL_AFTER_CLOSED."""
-    _, url, base = start_notifier(
-        spawn,
-        infra.kafka_for("notifier"),
-        topic_prefix,
-        NOTIFIER_GC_FREEZE_EVERY_S="0.2",
-        NOTIFIER_GC_FULL_EVERY_S="3600",
-        NOTIFIER_GC_FULL_AFTER_CLOSED="500",
+    _, url, base = start_freezing_notifier(
+        spawn, infra, topic_prefix, NOTIFIER_GC_FULL_AFTER_CLOSED="500"
     )
     early = 'process_gc_full_collections_total{reason="churn"}'
     await wait_until(lambda: metric(base, "process_gc_frozen_objects"), 20, what="a freeze")

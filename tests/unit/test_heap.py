@@ -117,7 +117,7 @@ async def test_churn_brings_the_full_pass_early_once_as_many_closed_as_are_open(
         assert full_passes(registry, "scheduled") == 0
         live = 0  # fewer open than the floor: the floor is the bound
         heap.released(4)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # ten periods again: still below the floor
         assert full_passes(registry, "churn") == 1  # the count started again after the pass
         heap.released()
         await wait_until(lambda: full_passes(registry, "churn") == 2, 10, 0.01, what="a second")
