@@ -53,17 +53,14 @@ class NotifierMetrics:
 
 class CountsByLabel:
     """A counter with one label, kept as plain ints and turned into a metric family when
-    scraped. It is bumped once per message per session (tens of thousands of times a second in
-    a fan-out), where a `Counter` child's locked `inc()` costs about four times a dict update.
-    The notifier scrapes on its event loop, the only thread that counts."""
+    scraped. It is bumped once per message per session, the fan-out's innermost step, where a
+    `Counter` child's `inc()` takes a lock each time (bench/README.md, fan-out costs). The
+    notifier scrapes on its event loop, the only thread that counts."""
 
     def __init__(self, name: str, documentation: str, label: str, registry: CollectorRegistry):
         self.name, self.documentation, self.label = name, documentation, label
         self.counts: defaultdict[str, int] = defaultdict(int)
         registry.register(self)
-
-    def __getitem__(self, value: str) -> int:
-        return self.counts.get(value, 0)
 
     def describe(self) -> list[Metric]:
         return [CounterMetricFamily(self.name, self.documentation, labels=[self.label])]
