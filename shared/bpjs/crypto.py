@@ -13,6 +13,7 @@ import lzstring
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+
 class ResponseDecryptError(ValueError):
     """The `response` member could not be decrypted, decompressed or parsed."""
 
