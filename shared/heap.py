@@ -66,6 +66,7 @@ class HeapFreezer:
         self.full_after_released = full_after_released
         self.live = live
         self.released_since_full = 0
+        self._full_at = time.monotonic() + full_every_s  # the next scheduled full pass
         frozen = Gauge(
             "process_gc_frozen_objects",
             "Objects frozen out of the cyclic collector's automatic passes",
@@ -94,6 +95,7 @@ class HeapFreezer:
     def collect_all(self, reason: str = "scheduled") -> int:
         """One full pass over every object, frozen or not; returns the objects reclaimed."""
         released, self.released_since_full = self.released_since_full, 0
+        self._full_at = time.monotonic() + self.full_every_s
         frozen = gc.get_freeze_count()
         gc.unfreeze()
         started = time.perf_counter()
@@ -112,18 +114,21 @@ class HeapFreezer:
         )
         return collected
 
+    def tick(self) -> None:
+        """One period: the scheduled full pass when it is due, an early one after churn,
+        else a freeze of what was allocated since the last period."""
+        if time.monotonic() >= self._full_at:
+            self.collect_all("scheduled")
+        elif self._churned():
+            self.collect_all("churn")
+        else:
+            self.freeze()
+
     async def run(self) -> None:
-        full_at = time.monotonic() + self.full_every_s
+        self._full_at = time.monotonic() + self.full_every_s
         while True:
             await asyncio.sleep(self.freeze_every_s)
-            if time.monotonic() >= full_at:
-                self.collect_all("scheduled")
-            elif self._churned():
-                self.collect_all("churn")
-            else:
-                self.freeze()
-                continue
-            full_at = time.monotonic() + self.full_every_s
+            self.tick()
 
 
 class GcPauses:

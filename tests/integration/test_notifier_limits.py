@@ -371,17 +371,26 @@ async def churn(url: str, rounds: int) -> None:
     bad = json.dumps({"type": "auth", "token": "not-a-token"})
     for r in range(rounds):
         kind = r % 3
-        if kind == 2:
-            clients = await asyncio.gather(*(connect(url, tok) for tok in CHURN_TOKENS))
-            await asyncio.sleep(0.3)  # open across a freeze (every 0.2 s)
-            await asyncio.gather(*(c.close() for c in clients))
-            continue
-        conns = await asyncio.gather(*(websockets.connect(url) for _ in range(100)))
+        opening = (
+            (connect(url, tok) for tok in CHURN_TOKENS)
+            if kind == 2
+            else (websockets.connect(url) for _ in CHURN_TOKENS)
+        )
+        conns = await asyncio.gather(*opening)
         await asyncio.sleep(0.3)  # open across a freeze (every 0.2 s)
         if kind == 1:
             await asyncio.gather(*(c.send(bad) for c in conns))
             await asyncio.gather(*(c.wait_closed() for c in conns))
         await asyncio.gather(*(c.close() for c in conns))
+
+
+async def frozen_after_closes(base: str) -> float:
+    """The frozen-object count once the notifier has seen every close and frozen since."""
+    await wait_until(
+        lambda: _eq(metric(base, "notifier_connections"), 0), 20, what="every close seen"
+    )
+    await asyncio.sleep(0.3)  # one freeze period (0.2 s) after the last close
+    return await metric(base, "process_gc_frozen_objects")
 
 
 async def test_a_closed_connection_leaves_only_a_small_cycle_behind(spawn, infra, topic_prefix):
@@ -397,14 +406,11 @@ async def test_a_closed_connection_leaves_only_a_small_cycle_behind(spawn, infra
     _, url, base = start_freezing_notifier(
         spawn, infra, topic_prefix, NOTIFIER_GC_FULL_AFTER_CLOSED="0"
     )
-    frozen = "process_gc_frozen_objects"
-    await wait_until(lambda: metric(base, frozen), 20, what="a first freeze")
+    await wait_until(lambda: metric(base, "process_gc_frozen_objects"), 20, what="a freeze")
     await churn(url, 3)  # a first round of each: caches and pools reach their size
-    await asyncio.sleep(0.5)  # a freeze after the last close
-    before = await metric(base, frozen)
+    before = await frozen_after_closes(base)
     await churn(url, 15)  # 1,500 connections
-    await asyncio.sleep(0.5)  # a freeze after the last close
-    assert await metric(base, frozen) - before < 1_500 * 20
+    assert await frozen_after_closes(base) - before < 1_500 * 20
 
 
 async def test_connection_churn_brings_the_full_pass_early(spawn, infra, topic_prefix):

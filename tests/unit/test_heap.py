@@ -89,7 +89,7 @@ def full_passes(registry: CollectorRegistry, reason: str) -> float:
     return value or 0.0
 
 
-async def test_churn_brings_the_full_pass_early_once_as_many_closed_as_are_open(fresh_gc):
+def test_churn_brings_the_full_pass_early_once_as_many_closed_as_are_open(fresh_gc):
     """What closed connections leave in frozen cycles waits for a full pass; an hour of churn
     must not pile it up. The bound is the larger of the floor and the live count, so a full
     pass (which walks every live object) is paid for by at least as many closures."""
@@ -102,28 +102,26 @@ async def test_churn_brings_the_full_pass_early_once_as_many_closed_as_are_open(
         full_after_released=5,
         live=lambda: live,
     )
-    task = asyncio.create_task(heap.run())
-    try:
-        nodes = [Node() for _ in range(100)]
-        await wait_until(lambda: gc.get_freeze_count() > 0, 10, 0.01, what="a freeze")
-        refs = [weakref.ref(n) for n in nodes]
-        del nodes
-        heap.released(7)  # past the floor, below the 8 open
-        await asyncio.sleep(0.2)  # ten periods: a pass now would be early
-        assert full_passes(registry, "churn") == 0 and refs[0]() is not None
-        heap.released()
-        await wait_until(lambda: refs[0]() is None, 10, 0.01, what="the early full pass")
-        assert full_passes(registry, "churn") == 1
-        assert full_passes(registry, "scheduled") == 0
-        live = 0  # fewer open than the floor: the floor is the bound
-        heap.released(4)
-        await asyncio.sleep(0.2)  # ten periods again: still below the floor
-        assert full_passes(registry, "churn") == 1  # the count started again after the pass
-        heap.released()
-        await wait_until(lambda: full_passes(registry, "churn") == 2, 10, 0.01, what="a second")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    nodes = [Node() for _ in range(100)]
+    heap.tick()  # a period with nothing released: a freeze
+    assert gc.get_freeze_count() > 0
+    refs = [weakref.ref(n) for n in nodes]
+    del nodes
+    heap.released(7)  # past the floor, below the 8 open
+    heap.tick()
+    assert full_passes(registry, "churn") == 0 and refs[0]() is not None
+    heap.released()
+    heap.tick()
+    assert refs[0]() is None  # the early full pass
+    assert full_passes(registry, "churn") == 1
+    assert full_passes(registry, "scheduled") == 0
+    live = 0  # fewer open than the floor: the floor is the bound
+    heap.released(4)
+    heap.tick()
+    assert full_passes(registry, "churn") == 1  # the count started again after the pass
+    heap.released()
+    heap.tick()
+    assert full_passes(registry, "churn") == 2
 
 
 def test_a_freezer_that_is_off_leaves_the_collector_alone(fresh_gc):
