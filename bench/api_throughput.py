@@ -163,6 +163,9 @@ async def pgbench_round(stack: Stack, n: int, clients: int, topic: str) -> dict[
     }
 
 
+REPEATS_ITSELF = True  # three rounds of API and pgbench, alternating, in one run
+
+
 async def run(quick: bool) -> list[Row]:
     n, rounds = (2000, 1) if quick else (10_000, 3)
     pool_max = DB_POOL_MAX

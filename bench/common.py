@@ -258,6 +258,7 @@ class Row:
     value: str
     target: str = ""
     met: bool | None = None
+    met_rounds: str = ""  # "2/3": met in two of three rounds (bench/rounds.py)
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
