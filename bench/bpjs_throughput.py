@@ -31,6 +31,7 @@ from bench.stack import (
 LATENCY_MS = 200
 ROUTE = "antreanrs:batal"
 CALL_SECONDS = "bpjs_call_duration_seconds"  # the worker's histogram of every BPJS call
+RETRY_AFTER_S = 1.0  # the API's Retry-After on an admission refusal
 
 
 async def call_seconds(client: Any, url: str) -> dict[str, float]:
@@ -67,6 +68,7 @@ async def phase(stack: Stack, n: int, tag: str, limit_s: float, in_flight: int) 
     tok = token()
     todo = iter(ids)
     statuses: dict[int, int] = {}
+    retried = [0]  # cancels sent again after a 503
     series: list[tuple[float, int]] = []
     jobs: list[tuple[float, int]] = []
     # (t, BPJS call seconds since the phase started, jobs open: recorded, not finished)
@@ -80,6 +82,10 @@ async def phase(stack: Stack, n: int, tag: str, limit_s: float, in_flight: int) 
         async def one_client() -> None:
             for qid in todo:
                 status, _ = await cancel(client, stack.api_url, qid, tok)
+                while status == 503:  # refused by admission control, nothing changed: as the
+                    retried[0] += 1  # staff UI does, try again after a pause
+                    await asyncio.sleep(RETRY_AFTER_S)
+                    status, _ = await cancel(client, stack.api_url, qid, tok)
                 statuses[status] = statuses.get(status, 0) + 1
 
         load = asyncio.gather(*(one_client() for _ in range(32)))
@@ -144,6 +150,7 @@ async def phase(stack: Stack, n: int, tag: str, limit_s: float, in_flight: int) 
     return {
         "cancels": n,
         "cancel_statuses": statuses,
+        "cancels_retried_after_503": retried[0],
         "synced": synced,
         "lost": cancels_done - synced,
         "bpjs_applied": len(applied),

@@ -25,9 +25,10 @@ def skeleton(text: str) -> str:
 
 def _median(col: Sequence[str]) -> str:
     """The median of one place's numbers, written as they were (decimals, thousands commas)."""
-    if len(set(col)) == 1:
-        return col[0]
-    x = median([float(n.replace(",", "")) for n in col])
+    values = [float(n.replace(",", "")) for n in col]
+    x = median(values)
+    if x in values:  # an odd number of rounds: one round's own text
+        return col[values.index(x)]
     decimals = max(len(n.partition(".")[2]) for n in col) or (0 if x == int(x) else 1)
     grouping = "," if any("," in n for n in col) else ""
     return f"{x:{grouping}.{decimals}f}"
