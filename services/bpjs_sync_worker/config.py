@@ -62,6 +62,8 @@ class WorkerSettings(BaseServiceSettings):
     breaker_cooldown_s: float = Field(2.0, alias="BREAKER_COOLDOWN_S", gt=0)
     breaker_max_cooldown_s: float = Field(60.0, alias="BREAKER_MAX_COOLDOWN_S", gt=0)
     consumer_group: str = Field("bpjs-sync-worker", alias="WORKER_CONSUMER_GROUP")
+    # How long a Kafka fetch may wait for more records (fetching.py); 0: answered at once.
+    fetch_wait_ms: int = Field(100, alias="WORKER_FETCH_WAIT_MS", ge=0, le=1000)
 
     @property
     def base_url(self) -> str:

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 
 from services.bpjs_sync_worker import jobs, ops, verify
 from services.bpjs_sync_worker.config import WorkerSettings
+from services.bpjs_sync_worker.fetching import FETCH_MIN_BYTES, use_batched_fetches
 from services.bpjs_sync_worker.pool import JobPool
 from services.bpjs_sync_worker.producer import use_idempotent_producer
 from services.bpjs_sync_worker.sweepers import Sweepers
@@ -88,6 +89,8 @@ def create_worker(settings: WorkerSettings) -> faust.App:
         datadir=f"/tmp/faust-{settings.consumer_group}",  # noqa: S108 - memory store only
     )
     use_idempotent_producer(app)
+    if settings.fetch_wait_ms:
+        use_batched_fetches(app, settings.fetch_wait_ms, FETCH_MIN_BYTES)
     rt = Runtime(settings)
     ready = ops.checks(settings, lambda: rt.db, lambda: rt.task)
     topic = app.topic(settings.topic(TOPIC_QUEUE_CANCELLED), value_type=bytes, key_type=bytes)

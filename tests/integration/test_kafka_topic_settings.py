@@ -14,6 +14,7 @@ from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from services.bpjs_sync_worker.config import WorkerSettings
+from services.bpjs_sync_worker.fetching import FETCH_MIN_BYTES
 from services.bpjs_sync_worker.worker import create_worker, wait_for_topics
 from shared.config import EXIT_CONFIG
 from shared.kafka import KafkaConfig, TopicMismatch, TopicSpec, ensure_topics, make_admin
@@ -165,3 +166,22 @@ async def test_the_relay_and_worker_producers_use_acks_all_with_idempotence(
         assert producer._txn_manager is not None  # idempotence on
         assert producer._sender._acks == -1  # acks=all
         await producer.stop()
+
+
+@pytest.mark.parametrize(
+    ("wait_ms", "fetcher_gets"), [("100", (100, FETCH_MIN_BYTES)), ("0", (1500, 1))]
+)
+async def test_the_worker_consumer_fetches_wait_as_configured(
+    infra, database, topic_prefix, wait_ms, fetcher_gets
+):
+    """WORKER_FETCH_WAIT_MS reaches the fetcher of the consumer faust would start; 0 leaves
+    faust's own (answered as soon as one record is there)."""
+    settings = _worker_settings(infra, database, topic_prefix, WORKER_FETCH_WAIT_MS=wait_ms)
+    app = create_worker(settings)
+    consumer = app.consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+    await consumer.start()  # on the real broker: aiokafka builds its fetcher here
+    try:
+        fetcher = consumer._fetcher
+        assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == fetcher_gets
+    finally:
+        await consumer.stop()
