@@ -23,15 +23,15 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 FETCH_MIN_BYTES = 64 * 1024
 
 
-def use_batched_fetches(app: faust.App, max_wait_ms: int, min_bytes: int) -> None:
-    """Every consumer the app's transport creates waits up to `max_wait_ms` for `min_bytes`."""
+def use_batched_fetches(app: faust.App, max_wait_ms: int) -> None:
+    """Every consumer the app's transport creates waits up to `max_wait_ms` for FETCH_MIN_BYTES."""
 
     class BatchingThread(AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
             consumer = super()._create_worker_consumer(transport)
             # aiokafka (pinned) hands these to its Fetcher when the consumer starts.
             consumer._fetch_max_wait_ms = max_wait_ms
-            consumer._fetch_min_bytes = min_bytes
+            consumer._fetch_min_bytes = FETCH_MIN_BYTES
             return consumer
 
     class BatchingConsumer(Consumer):

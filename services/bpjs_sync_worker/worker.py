@@ -20,7 +20,7 @@ from prometheus_client import Counter
 
 from services.bpjs_sync_worker import jobs, ops, verify
 from services.bpjs_sync_worker.config import WorkerSettings
-from services.bpjs_sync_worker.fetching import FETCH_MIN_BYTES, use_batched_fetches
+from services.bpjs_sync_worker.fetching import use_batched_fetches
 from services.bpjs_sync_worker.pool import JobPool
 from services.bpjs_sync_worker.producer import use_idempotent_producer
 from services.bpjs_sync_worker.sweepers import Sweepers
@@ -90,7 +90,7 @@ def create_worker(settings: WorkerSettings) -> faust.App:
     )
     use_idempotent_producer(app)
     if settings.fetch_wait_ms:
-        use_batched_fetches(app, settings.fetch_wait_ms, FETCH_MIN_BYTES)
+        use_batched_fetches(app, settings.fetch_wait_ms)
     rt = Runtime(settings)
     ready = ops.checks(settings, lambda: rt.db, lambda: rt.task)
     topic = app.topic(settings.topic(TOPIC_QUEUE_CANCELLED), value_type=bytes, key_type=bytes)
