@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
@@ -19,6 +19,7 @@ REFUSED = Counter(
 )
 REFUSED_IN_FLIGHT = REFUSED.labels("in_flight")
 REFUSED_POOL_WAIT = REFUSED.labels("db_pool_wait")
+REFUSED_POOL_TIMEOUT = REFUSED.labels("db_pool_timeout")
 REFUSED_LOOP_LAG = REFUSED.labels("loop_lag")
 
 # What a load balancer and a browser opening the page need: never refused, never counted.
@@ -60,11 +61,41 @@ class LoopLag:
         return max(self.lag_s, time.monotonic() - self._due)
 
 
+class PoolWaits:
+    """The requests now waiting for a pooled connection and since when: how far the database
+    is behind, measured where the requests feel it."""
+
+    def __init__(self) -> None:
+        self._since: dict[int, float] = {}
+        self._next = 0
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        key = self._next
+        self._next += 1
+        self._since[key] = time.monotonic()
+        try:
+            yield
+        finally:
+            del self._since[key]
+
+    def oldest_s(self) -> float:
+        """How long the longest-waiting request has waited so far (0: none waits)."""
+        # A dict keeps insertion order: its first entry is the oldest still waiting.
+        for since in self._since.values():
+            return time.monotonic() - since
+        return 0.0
+
+
 class AdmissionMiddleware:
-    """Counts the requests being served; past `max_in_flight`, or while the event loop lags
-    more than `max_loop_lag_s` (0: never), a request is answered 503 before it is read or
-    routed, so it has done nothing and a retry (same Idempotency-Key) is safe. One event loop
-    per process: a plain counter is enough."""
+    """Counts the requests being served; past `max_in_flight`, while the event loop lags more
+    than `max_loop_lag_s`, or while a request admitted earlier has waited more than
+    `max_pool_wait_s` for a database connection (0: never), a request is answered 503 before
+    it is read or routed, so it has done nothing and a retry (same Idempotency-Key) is safe.
+    Every bound is decided here, at the door: a request once admitted is not refused for
+    being slow to get a connection (only `BoundedPool`'s ceiling, for a database that gives
+    none at all), so no refusal comes after a wait. One event loop per process: a plain
+    counter is enough."""
 
     def __init__(
         self,
@@ -73,11 +104,15 @@ class AdmissionMiddleware:
         retry_after_s: int,
         lag: LoopLag | None = None,
         max_loop_lag_s: float = 0.0,
+        waits: PoolWaits | None = None,
+        max_pool_wait_s: float = 0.0,
     ) -> None:
         self.app = app
         self.max_in_flight = max_in_flight
         self.lag = lag if max_loop_lag_s > 0 else None
         self.max_loop_lag_s = max_loop_lag_s
+        self.waits = waits if max_pool_wait_s > 0 else None
+        self.max_pool_wait_s = max_pool_wait_s
         self.in_flight = 0
         p = overloaded(retry_after_s)
         response = problem_response(p, p.headers)
@@ -101,6 +136,10 @@ class AdmissionMiddleware:
             REFUSED_LOOP_LAG.inc()
             await self._refuse(send)
             return
+        if self.waits is not None and self.waits.oldest_s() > self.max_pool_wait_s:
+            REFUSED_POOL_WAIT.inc()
+            await self._refuse(send)
+            return
         self.in_flight += 1
         try:
             await self.app(scope, receive, send)
@@ -115,13 +154,18 @@ class AdmissionMiddleware:
 
 
 class BoundedPool:
-    """The database pool as request handlers see it: waiting for a connection longer than
-    `wait_s` refuses the request (503) before it has done anything. The outbox relay and
-    housekeeping use the pool itself, unbounded."""
+    """The database pool as request handlers see it: every wait for a connection is recorded
+    in `waits` (the door refuses newcomers while one is too long), and a wait past
+    `timeout_s`, a database that hands out no connection at all, refuses the request (503)
+    before it has done anything. The outbox relay and housekeeping use the pool itself,
+    unbounded and unrecorded."""
 
-    def __init__(self, pool: asyncpg.Pool, wait_s: float, retry_after_s: int) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, waits: PoolWaits, timeout_s: float, retry_after_s: int
+    ) -> None:
         self.pool = pool
-        self.wait_s = wait_s
+        self.waits = waits
+        self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
 
     def acquire(self, *, timeout: float | None = None) -> Any:
@@ -134,9 +178,10 @@ class BoundedPool:
     @contextlib.asynccontextmanager
     async def _bounded(self) -> AsyncIterator[Any]:
         try:
-            conn = await self.pool.acquire(timeout=self.wait_s)
+            with self.waits.waiting():
+                conn = await self.pool.acquire(timeout=self.timeout_s)
         except TimeoutError:
-            REFUSED_POOL_WAIT.inc()
+            REFUSED_POOL_TIMEOUT.inc()
             raise overloaded(self.retry_after_s) from None
         try:
             yield conn

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from services.cancel_api import repository as repo
-from services.cancel_api.admission import AdmissionMiddleware, BoundedPool, LoopLag
+from services.cancel_api.admission import AdmissionMiddleware, BoundedPool, LoopLag, PoolWaits
 from services.cancel_api.config import CancelApiSettings
 from services.cancel_api.context import ApiContext
 from services.cancel_api.errors import install_handlers
@@ -46,7 +46,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         verifier=TokenVerifier(settings, cache_s=settings.auth_token_cache_s),
         topic=settings.topic(TOPIC_QUEUE_CANCELLED),
     )
-    lag = LoopLag()
+    lag, waits = LoopLag(), PoolWaits()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -60,8 +60,11 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
             max_size=settings.db_pool_max,
             reset_session=False,
         )
-        # Requests wait at most DB_ACQUIRE_TIMEOUT_S for a connection; the relay waits its turn.
-        ctx.pool = BoundedPool(pool, settings.db_acquire_timeout_s, settings.api_retry_after_s)
+        # Requests' waits for a connection are measured (the door's API_MAX_POOL_WAIT_S) and
+        # end at DB_ACQUIRE_TIMEOUT_S; the relay waits its turn.
+        ctx.pool = BoundedPool(
+            pool, waits, settings.db_acquire_timeout_s, settings.api_retry_after_s
+        )
         tasks = [
             asyncio.create_task(_housekeeping(pool, settings)),
             asyncio.create_task(lag.run()),
@@ -110,6 +113,8 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         retry_after_s=settings.api_retry_after_s,
         lag=lag,
         max_loop_lag_s=settings.api_max_loop_lag_s,
+        waits=waits,
+        max_pool_wait_s=settings.api_max_pool_wait_s,
     )
     app.add_middleware(RequestContextMiddleware)
     install_handlers(app)

@@ -25,8 +25,11 @@ class CancelApiSettings(ServedSettings):
     # Admission control (services.cancel_api.admission): past these bounds a request is refused
     # at once with 503 `unavailable` and Retry-After instead of queueing. Unset: 2 x DB_POOL_MAX.
     api_max_in_flight: int | None = Field(None, ge=1, alias="API_MAX_IN_FLIGHT")
-    db_acquire_timeout_s: float = Field(0.5, gt=0, alias="DB_ACQUIRE_TIMEOUT_S")
     api_max_loop_lag_s: float = Field(0.25, ge=0, alias="API_MAX_LOOP_LAG_S")
+    api_max_pool_wait_s: float = Field(0.5, ge=0, alias="API_MAX_POOL_WAIT_S")
+    # Not a load bound: an admitted request gets no connection for this long only from a
+    # database that is not answering (the staff UI gives up on a request after 15 s).
+    db_acquire_timeout_s: float = Field(5.0, gt=0, alias="DB_ACQUIRE_TIMEOUT_S")
     api_retry_after_s: int = Field(1, ge=0, alias="API_RETRY_AFTER_S")
     max_body_bytes: int = Field(16 * 1024, alias="MAX_BODY_BYTES")
     # Verified tokens are remembered this long (never past their exp); 0 verifies every request.

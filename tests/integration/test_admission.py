@@ -1,6 +1,8 @@
-"""Admission control of the cancel API against real PostgreSQL: past the in-flight bound or the
-database-connection wait bound a request is refused at once (503 `unavailable`, Retry-After),
-does nothing, and its retry with the same Idempotency-Key cancels exactly once."""
+"""Admission control of the cancel API against real PostgreSQL: past the in-flight bound, the
+event-loop lag bound or while an admitted request waits too long for a database connection, a
+new request is refused at once (503 `unavailable`, Retry-After), does nothing, and its retry with
+the same Idempotency-Key cancels exactly once; an admitted request is refused only when no
+connection comes within the acquire timeout."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from services.cancel_api.app import create_app
@@ -24,14 +28,19 @@ pytestmark = pytest.mark.integration
 BODY = {"reason_code": "no_show", "reason_text": None}
 
 
+@dataclass
+class InProcessApi(Api):
+    app: FastAPI
+
+
 @contextlib.asynccontextmanager
-async def started_api(database, infra, prefix: str, **extra: str) -> AsyncIterator[Api]:
+async def started_api(database, infra, prefix: str, **extra: str) -> AsyncIterator[InProcessApi]:
     settings = CancelApiSettings(**api_env(database, infra.kafka_for("api"), prefix, **extra))
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield Api(client, settings.topic("queue-cancelled"))
+            yield InProcessApi(client, settings.topic("queue-cancelled"), app)
 
 
 @contextlib.asynccontextmanager
@@ -108,28 +117,68 @@ async def test_past_the_in_flight_bound_a_cancel_is_refused_with_503_and_commits
         assert await committed(database, other["id"]) == ("cancelled", 1, 1)
 
 
-async def test_past_the_pool_wait_bound_a_cancel_is_refused_with_503_and_its_retry_cancels_once(
+async def test_while_a_cancel_waits_past_the_pool_wait_bound_newcomers_are_refused_at_once(
     database, infra, topic_prefix
 ):
+    # One connection, held by a cancel waiting for a row lock; a second cancel waits for it.
     async with started_api(
         database,
         infra,
         topic_prefix,
         DB_POOL_MAX="1",
-        DB_ACQUIRE_TIMEOUT_S="0.3",
+        API_MAX_POOL_WAIT_S="0.2",
+        DB_ACQUIRE_TIMEOUT_S="30",
         API_MAX_IN_FLIGHT="10",
         # The relay keeps a listening connection of the pool: the one connection is the cancels'.
         OUTBOX_RELAY_ENABLED="false",
     ) as api:
-        held, other = await api.register(name="Siti"), await api.register(name="Budi")
+        waits = api.app.state.ctx.pool.waits  # the requests waiting for a connection now
+        held, admitted, other = [await api.register(name=n) for n in ("Siti", "Budi", "Ani")]
         before = refused("db_pool_wait")
+        async with ticket_locked(database, held["id"]):
+            first = asyncio.create_task(cancel_with_key(api, held["id"], "k-held"))
+            await wait_until(lambda: lock_waiters(database), what="the held cancel in flight")
+            second = asyncio.create_task(cancel_with_key(api, admitted["id"], "k-admitted"))
+            await wait_until(lambda: waits.oldest_s() > 0.2, what="a wait past the bound")
+            # The newcomer is refused at the door, without waiting for a connection itself.
+            r = await cancel_with_key(api, other["id"], "k-other")
+            assert_overloaded(r, "1")
+            assert refused("db_pool_wait") == before + 1
+            assert not second.done()
+            assert (await api.client.get("/healthz")).status_code == 200
+            assert await committed(database, other["id"]) == ("waiting", 0, 0)
+        assert (await first).status_code == 200
+        # The admitted cancel waited longer than the bound and is served, not refused late.
+        assert (await second).status_code == 200, (await second).text
+        assert await committed(database, admitted["id"]) == ("cancelled", 1, 1)
+        assert waits.oldest_s() == 0.0
+        retried = await cancel_with_key(api, other["id"], "k-other")
+        assert retried.status_code == 200, retried.text
+        assert await committed(database, other["id"]) == ("cancelled", 1, 1)
+
+
+async def test_an_admitted_cancel_without_a_connection_past_the_acquire_timeout_is_refused(
+    database, infra, topic_prefix
+):
+    # The door's bound off: this is the ceiling for a database that hands out no connection.
+    async with started_api(
+        database,
+        infra,
+        topic_prefix,
+        DB_POOL_MAX="1",
+        API_MAX_POOL_WAIT_S="0",
+        DB_ACQUIRE_TIMEOUT_S="0.3",
+        API_MAX_IN_FLIGHT="10",
+        OUTBOX_RELAY_ENABLED="false",
+    ) as api:
+        held, other = await api.register(name="Siti"), await api.register(name="Budi")
+        before = refused("db_pool_timeout")
         async with ticket_locked(database, held["id"]):
             first = asyncio.create_task(cancel_with_key(api, held["id"], "k-held"))
             await wait_until(lambda: lock_waiters(database), what="the held cancel in flight")
             r = await cancel_with_key(api, other["id"], "k-other")
             assert_overloaded(r, "1")
-            assert refused("db_pool_wait") == before + 1
-            assert (await api.client.get("/healthz")).status_code == 200
+            assert refused("db_pool_timeout") == before + 1
             assert await committed(database, other["id"]) == ("waiting", 0, 0)
         assert (await first).status_code == 200
         retried = await cancel_with_key(api, other["id"], "k-other")
@@ -174,10 +223,11 @@ async def test_a_request_arriving_while_the_event_loop_is_stalled_is_refused_and
         assert await committed(database, t["id"]) == ("cancelled", 1, 1)
 
 
-def test_the_admission_defaults_are_twice_the_pool_half_a_second_and_a_quarter_second_lag():
+def test_the_admission_defaults_are_twice_the_pool_a_quarter_second_lag_and_half_a_second_wait():
     env = api_env("postgresql://x/y", "k:9092", "p", DB_POOL_MAX="10")
-    del env["API_MAX_LOOP_LAG_S"], env["DB_ACQUIRE_TIMEOUT_S"]  # the tests' relaxed bounds
+    # The tests' relaxed bounds
+    del env["API_MAX_LOOP_LAG_S"], env["API_MAX_POOL_WAIT_S"], env["DB_ACQUIRE_TIMEOUT_S"]
     settings = CancelApiSettings(**env)
     assert settings.max_in_flight == 20
-    assert settings.db_acquire_timeout_s == 0.5 and settings.api_retry_after_s == 1
-    assert settings.api_max_loop_lag_s == 0.25
+    assert settings.api_max_loop_lag_s == 0.25 and settings.api_max_pool_wait_s == 0.5
+    assert settings.db_acquire_timeout_s == 5.0 and settings.api_retry_after_s == 1
