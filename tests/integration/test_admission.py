@@ -91,6 +91,32 @@ async def cancel_with_key(api: Api, queue_id: int, key: str) -> httpx.Response:
     return await api.cancel(queue_id, headers={"Idempotency-Key": key}, json=BODY)
 
 
+def one_connection_api(database, infra, prefix: str, **bounds: str):
+    """An API whose pool has one connection for the cancels (the relay, which would keep a
+    listening connection of it, is off)."""
+    return started_api(
+        database,
+        infra,
+        prefix,
+        DB_POOL_MAX="1",
+        API_MAX_IN_FLIGHT="10",
+        OUTBOX_RELAY_ENABLED="false",
+        **bounds,
+    )
+
+
+@contextlib.asynccontextmanager
+async def connection_held(
+    api: Api, database: str, queue_id: int
+) -> AsyncIterator[asyncio.Task[httpx.Response]]:
+    """A cancel of `queue_id` in flight, holding its pooled connection while it waits for the
+    ticket's row lock until the block ends; yields that cancel."""
+    async with ticket_locked(database, queue_id):
+        first = asyncio.create_task(cancel_with_key(api, queue_id, "k-held"))
+        await wait_until(lambda: lock_waiters(database), what="the held cancel in flight")
+        yield first
+
+
 async def test_past_the_in_flight_bound_a_cancel_is_refused_with_503_and_commits_nothing(
     database, infra, topic_prefix
 ):
@@ -99,9 +125,7 @@ async def test_past_the_in_flight_bound_a_cancel_is_refused_with_503_and_commits
     ) as api:
         held, other = await api.register(name="Siti"), await api.register(name="Budi")
         before = refused("in_flight")
-        async with ticket_locked(database, held["id"]):
-            first = asyncio.create_task(cancel_with_key(api, held["id"], "k-held"))
-            await wait_until(lambda: lock_waiters(database), what="the held cancel in flight")
+        async with connection_held(api, database, held["id"]) as first:
             r = await cancel_with_key(api, other["id"], "k-other")
             assert_overloaded(r, "3")
             assert refused("in_flight") == before + 1
@@ -120,24 +144,13 @@ async def test_past_the_in_flight_bound_a_cancel_is_refused_with_503_and_commits
 async def test_while_a_cancel_waits_past_the_pool_wait_bound_newcomers_are_refused_at_once(
     database, infra, topic_prefix
 ):
-    # One connection, held by a cancel waiting for a row lock; a second cancel waits for it.
-    async with started_api(
-        database,
-        infra,
-        topic_prefix,
-        DB_POOL_MAX="1",
-        API_MAX_POOL_WAIT_S="0.2",
-        DB_ACQUIRE_TIMEOUT_S="30",
-        API_MAX_IN_FLIGHT="10",
-        # The relay keeps a listening connection of the pool: the one connection is the cancels'.
-        OUTBOX_RELAY_ENABLED="false",
+    async with one_connection_api(
+        database, infra, topic_prefix, API_MAX_POOL_WAIT_S="0.2", DB_ACQUIRE_TIMEOUT_S="30"
     ) as api:
         waits = api.app.state.ctx.pool.waits  # the requests waiting for a connection now
         held, admitted, other = [await api.register(name=n) for n in ("Siti", "Budi", "Ani")]
         before = refused("db_pool_wait")
-        async with ticket_locked(database, held["id"]):
-            first = asyncio.create_task(cancel_with_key(api, held["id"], "k-held"))
-            await wait_until(lambda: lock_waiters(database), what="the held cancel in flight")
+        async with connection_held(api, database, held["id"]) as first:
             second = asyncio.create_task(cancel_with_key(api, admitted["id"], "k-admitted"))
             await wait_until(lambda: waits.oldest_s() > 0.2, what="a wait past the bound")
             # The newcomer is refused at the door, without waiting for a connection itself.
@@ -161,21 +174,12 @@ async def test_an_admitted_cancel_without_a_connection_past_the_acquire_timeout_
     database, infra, topic_prefix
 ):
     # The door's bound off: this is the ceiling for a database that hands out no connection.
-    async with started_api(
-        database,
-        infra,
-        topic_prefix,
-        DB_POOL_MAX="1",
-        API_MAX_POOL_WAIT_S="0",
-        DB_ACQUIRE_TIMEOUT_S="0.3",
-        API_MAX_IN_FLIGHT="10",
-        OUTBOX_RELAY_ENABLED="false",
+    async with one_connection_api(
+        database, infra, topic_prefix, API_MAX_POOL_WAIT_S="0", DB_ACQUIRE_TIMEOUT_S="0.3"
     ) as api:
         held, other = await api.register(name="Siti"), await api.register(name="Budi")
         before = refused("db_pool_timeout")
-        async with ticket_locked(database, held["id"]):
-            first = asyncio.create_task(cancel_with_key(api, held["id"], "k-held"))
-            await wait_until(lambda: lock_waiters(database), what="the held cancel in flight")
+        async with connection_held(api, database, held["id"]) as first:
             r = await cancel_with_key(api, other["id"], "k-other")
             assert_overloaded(r, "1")
             assert refused("db_pool_timeout") == before + 1
