@@ -36,6 +36,7 @@ from bench.stack import (
     http_client,
     seed_tickets,
 )
+from services.cancel_api.config import IN_FLIGHT_PER_CONNECTION
 
 PGBENCH = os.environ.get("PGBENCH", "/usr/lib/postgresql/15/bin/pgbench")
 COLUMNS = (
@@ -170,7 +171,9 @@ async def run(quick: bool) -> list[Row]:
     n, rounds = (2000, 1) if quick else (10_000, 3)
     pool_max = DB_POOL_MAX
     # More clients than API_MAX_IN_FLIGHT would measure admission control's refusals.
-    clients = int(os.environ.get("BENCH_API_CLIENTS", str(2 * int(pool_max))))
+    clients = int(
+        os.environ.get("BENCH_API_CLIENTS", str(IN_FLIGHT_PER_CONNECTION * int(pool_max)))
+    )
     workers = os.environ.get("BENCH_API_WORKERS", "1")
     stack = await Stack("api").create()
     pg = await Stack("pgb").create()

@@ -7,6 +7,9 @@ from pydantic import Field, field_validator
 from shared.clinics import zone
 from shared.config import ServedSettings
 
+# API_MAX_IN_FLIGHT when unset: this many requests per pooled connection.
+IN_FLIGHT_PER_CONNECTION = 4
+
 
 class CancelApiSettings(ServedSettings):
     port: int = Field(8000, alias="CANCEL_API_PORT")
@@ -21,9 +24,11 @@ class CancelApiSettings(ServedSettings):
     # A few connections per database core: more do not commit more, their backends only take
     # CPU from this process, and under overload the requests then queue unseen in its accept
     # queue instead of being refused (bench/README.md, api_saturation).
-    db_pool_max: int = Field(16, alias="DB_POOL_MAX")
+    db_pool_max: int = Field(8, alias="DB_POOL_MAX")
     # Admission control (services.cancel_api.admission): past these bounds a request is refused
-    # at once with 503 `unavailable` and Retry-After instead of queueing. Unset: 2 x DB_POOL_MAX.
+    # at once with 503 `unavailable` and Retry-After instead of queueing. Unset: 4 x DB_POOL_MAX:
+    # the pool busy and three times as many waiting for it (a wait too long is refused at the
+    # door by API_MAX_POOL_WAIT_S), so a short stall of the database is absorbed, not refused.
     api_max_in_flight: int | None = Field(None, ge=1, alias="API_MAX_IN_FLIGHT")
     api_max_loop_lag_s: float = Field(0.25, ge=0, alias="API_MAX_LOOP_LAG_S")
     api_max_pool_wait_s: float = Field(0.5, ge=0, alias="API_MAX_POOL_WAIT_S")
@@ -49,7 +54,7 @@ class CancelApiSettings(ServedSettings):
 
     @property
     def max_in_flight(self) -> int:
-        return self.api_max_in_flight or 2 * self.db_pool_max
+        return self.api_max_in_flight or IN_FLIGHT_PER_CONNECTION * self.db_pool_max
 
     @property
     def public_metrics(self) -> bool:

@@ -117,7 +117,7 @@ def _write_env(folder: Path, ports: dict[str, int]) -> dict[str, str]:
         "POSTGRES_HOST": "postgres",
         "POSTGRES_PORT": "5432",
         "POSTGRES_MAX_CONNECTIONS": "100",
-        "DB_POOL_MAX": "16",
+        "DB_POOL_MAX": "8",
         "SYNC_MAX_IN_FLIGHT": "8",
         "KAFKA_CLUSTER_ID": "dGVzdC1kZXBsb3ktY2x1cw",
         "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093",

@@ -227,11 +227,14 @@ async def test_a_request_arriving_while_the_event_loop_is_stalled_is_refused_and
         assert await committed(database, t["id"]) == ("cancelled", 1, 1)
 
 
-def test_the_admission_defaults_are_twice_the_pool_a_quarter_second_lag_and_half_a_second_wait():
+def test_the_admission_defaults_four_times_a_pool_of_8_a_quarter_second_lag_half_a_second_wait():
     env = api_env("postgresql://x/y", "k:9092", "p", DB_POOL_MAX="10")
     # The tests' relaxed bounds
     del env["API_MAX_LOOP_LAG_S"], env["API_MAX_POOL_WAIT_S"], env["DB_ACQUIRE_TIMEOUT_S"]
     settings = CancelApiSettings(**env)
-    assert settings.max_in_flight == 20
+    assert settings.max_in_flight == 40
+    del env["DB_POOL_MAX"]
+    # A few connections per core of a small database (docs/DEPLOY.md, PostgreSQL connections)
+    assert CancelApiSettings(**env).db_pool_max == 8
     assert settings.api_max_loop_lag_s == 0.25 and settings.api_max_pool_wait_s == 0.5
     assert settings.db_acquire_timeout_s == 5.0 and settings.api_retry_after_s == 1
