@@ -32,7 +32,7 @@ from bench.common import (
     token,
     write_result,
 )
-from bench.stack import Stack, refusals, seed_tickets
+from bench.stack import Stack, refusals, refused_between, seed_tickets
 from tests.fixtures.infra import wait_until
 
 RATES = (100, 200, 400, 800, 1600, 3200)
@@ -256,9 +256,7 @@ async def vegeta_step(stack: Stack, rate: int, seconds: float) -> dict[str, Any]
         "refused_after_lead_in_ms": ms(late, "503"),
         # Which bound refused, from the API's counter (a refusal that waited for a database
         # connection would be `db_pool_timeout`), and how many refusals took over 50 ms.
-        "refused_by_reason": {
-            k: int(v - reasons0.get(k, 0.0)) for k, v in reasons.items() if v > reasons0.get(k, 0)
-        },
+        "refused_by_reason": refused_between(reasons0, reasons),
         "refused_over_50ms": sum(1 for r in rows if r[1] == "503" and int(r[2]) > 50e6),
         "other_statuses": others,
         "service_cpu_s": svc,

@@ -10,6 +10,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from bench.stack import (
     cancel,
     http_client,
     refusals,
+    refused_between,
     seed_tickets,
 )
 from services.cancel_api.config import IN_FLIGHT_PER_CONNECTION
@@ -101,9 +103,7 @@ async def api_round(stack: Stack, n: int, clients: int) -> dict[str, Any]:
         "errors": errors,
         "statuses": statuses,
         # A 503 here is admission control refusing (which bound: the API's counter).
-        "refused_by_reason": {
-            k: int(v - reasons0.get(k, 0.0)) for k, v in reasons.items() if v > reasons0.get(k, 0)
-        },
+        "refused_by_reason": refused_between(reasons0, reasons),
         "latency_ms": percentiles(lat),
         "latencies_s": lat,
         "client_cpu_s": round(client_cpu, 2),
@@ -205,10 +205,7 @@ async def run(quick: bool) -> list[Row]:
     pg_rate = median([x["tps"] for x in pg_runs])
     ratio = round(api_rate / pg_rate, 3)
     errors = sum(x["errors"] for x in api_runs)
-    by_reason: dict[str, int] = {}
-    for x in api_runs:
-        for k, v in x["refused_by_reason"].items():
-            by_reason[k] = by_reason.get(k, 0) + v
+    by_reason = sum((Counter(x["refused_by_reason"]) for x in api_runs), Counter[str]())
     refused = ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items()))
     best = sorted(api_runs, key=lambda x: x["cancels_per_s"])[len(api_runs) // 2]
     fig, (a1, a2) = figure(quick, "api_throughput", title=f"api_throughput ({clients} clients)")

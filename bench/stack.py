@@ -282,6 +282,11 @@ async def refusals(url: str) -> dict[str, float]:
     }
 
 
+def refused_between(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
+    """The refusals by reason between two `refusals()` scrapes (reasons with none left out)."""
+    return {k: int(v - before.get(k, 0.0)) for k, v in after.items() if v > before.get(k, 0.0)}
+
+
 async def cancel(client: aiohttp.ClientSession, url: str, qid: int, tok: str) -> tuple[int, float]:
     """One cancel; (status or 0 on a transport error, seconds)."""
     started = time.monotonic()
