@@ -40,8 +40,10 @@ from bench.stack import (
     seed_tickets,
 )
 from services.cancel_api.config import IN_FLIGHT_PER_CONNECTION
+from shared.outbox import NOTIFY_AFTER_COMMIT
 
 PGBENCH = os.environ.get("PGBENCH", "/usr/lib/postgresql/15/bin/pgbench")
+PGBENCH_OPTIONS = " ".join(f"-c {k}={v}" for k, v in NOTIFY_AFTER_COMMIT.items())
 COLUMNS = (
     "id, clinic_id, room_id, service_date, ticket_number, patient_mrn, patient_name, payer, bpjs,"
     " status, created_at, cancelled_at, cancelled_by_id, cancelled_by_name, reason_code,"
@@ -133,7 +135,9 @@ async def pgbench_round(stack: Stack, n: int, clients: int, topic: str) -> dict[
             cmd,
             capture_output=True,
             text=True,
-            env={**os.environ, "PGPASSWORD": "antrean"},
+            # As the API's connections: the outbox insert sends no NOTIFY (the API's relay is
+            # woken in its process once the cancel has committed).
+            env={**os.environ, "PGPASSWORD": "antrean", "PGOPTIONS": PGBENCH_OPTIONS},
             timeout=600,
         )
         elapsed = time.monotonic() - started

@@ -53,13 +53,19 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    dsn: str, *, min_size: int = 2, max_size: int = 20, reset_session: bool = True
+    dsn: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 20,
+    reset_session: bool = True,
+    server_settings: dict[str, str] | None = None,
 ) -> asyncpg.Pool:
     """The service pool. On release asyncpg always rolls back an open transaction and drops
     listener callbacks; with `reset_session` it also sends `pg_advisory_unlock_all(); CLOSE ALL;
     UNLISTEN *; RESET ALL` (one round trip per release). `reset_session=False` is for callers
     that never leave session state behind: only transaction-scoped locks, no SET, no cursors
-    outside a transaction, UNLISTEN before a listening connection is released."""
+    outside a transaction, UNLISTEN before a listening connection is released.
+    `server_settings` are each connection's session defaults (what RESET ALL returns to)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -68,6 +74,7 @@ async def create_pool(
         reset=None if reset_session else _keep_session,
         command_timeout=30,
         timeout=5,
+        server_settings=server_settings,
     )
     assert pool is not None
     return pool

@@ -35,6 +35,9 @@ from shared.outbox_quarantine import (
 log = get_logger(__name__)
 
 OUTBOX_CHANNEL = "outbox"
+# Set on a writer's connections (`create_pool(server_settings=...)`): its outbox inserts send no
+# NOTIFY (migration 0012), and the writer wakes the relays with an `OutboxBell` once committed.
+NOTIFY_AFTER_COMMIT = {"antrean.outbox_notify": "after_commit"}
 GAUGE_INTERVAL_S = 1.0
 # How long the rest of a refused batch, or a row sent alone, may take to be acknowledged before
 # the broker counts as unreachable (the idempotent producer retries an outage without end).
@@ -43,6 +46,9 @@ OUTBOX_LAG = Gauge("outbox_oldest_unpublished_age_seconds", "Age of the oldest u
 OUTBOX_PENDING = Gauge("outbox_unpublished_rows", "Outbox rows waiting to be published")
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox rows published to Kafka", ["topic"])
 OUTBOX_ERRORS = Counter("outbox_publish_errors_total", "Failed publish attempts of a batch")
+OUTBOX_NOTIFY_ERRORS = Counter(
+    "outbox_notify_errors_total", "Failed NOTIFYs of an OutboxBell (the relays' poll still runs)"
+)
 
 # Rows of this relay's topics locked by it, minus rows whose key has an older unpublished row
 # it did not lock. Each service's relay publishes only its own topics (its Kafka principal may
@@ -129,9 +135,63 @@ def _queue_id(key: str) -> int | str:
     return int(key) if key.isdigit() else key
 
 
+class OutboxBell:
+    """Wakes the relays of a writer whose connections set NOTIFY_AFTER_COMMIT, once per commit
+    that wrote outbox rows: a relay of this process directly, relays elsewhere by a NOTIFY in a
+    transaction of its own.
+
+    A NOTIFY inside the writer's transaction would make every writer's commit wait for the one
+    lock all notifying commits share (held until the commit is flushed), so no two commits
+    could share a flush. The bell's NOTIFY takes that lock too, but off the writer's path, and
+    the rings that arrive while one is sent make one more, not one each. A writer that dies
+    between its commit and its ring leaves the wake to the relays' poll.
+
+    Only the relays of the row's topic are woken. A relay that skipped a row because another
+    relay held an older row of its key is not woken again: the topics written this way carry
+    one event per key (a ticket is cancelled once), and the poll covers the rest."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._local: dict[str, OutboxRelay] = {}
+        self._pending: set[str] = set()
+        self._sender: asyncio.Task[None] | None = None
+
+    def attach(self, relay: OutboxRelay) -> None:
+        """`relay` runs in this process: its topics' rings wake it without a NOTIFY."""
+        self._local.update(dict.fromkeys(relay.topics, relay))
+
+    def ring(self, topic: str) -> None:
+        """A transaction that wrote rows of `topic` has committed."""
+        relay = self._local.get(topic)
+        if relay is not None:
+            relay.wake()
+            return
+        self._pending.add(topic)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._notify())
+
+    async def _notify(self) -> None:
+        while self._pending:
+            topics, self._pending = sorted(self._pending), set()
+            try:
+                async with self._pool.acquire() as conn:
+                    await conn.execute(
+                        "select pg_notify($1, t) from unnest($2::text[]) t", OUTBOX_CHANNEL, topics
+                    )
+            except Exception as exc:  # a late wake, not a lost row: the relays poll
+                OUTBOX_NOTIFY_ERRORS.inc()
+                log.warning("outbox_notify_failed", topics=topics, error=repr(exc))
+
+    async def close(self) -> None:
+        """Send what is pending (bounded: a stopping service must end)."""
+        if self._sender is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._sender, 5)
+
+
 class OutboxRelay:
-    """Publishes unpublished outbox rows of `topics`; wakes on a NOTIFY naming one of them, and
-    polls too."""
+    """Publishes unpublished outbox rows of `topics`; wakes on a NOTIFY naming one of them, on
+    `wake()` (an `OutboxBell` in its process), and polls too."""
 
     def __init__(
         self,
@@ -180,6 +240,14 @@ class OutboxRelay:
                 await self._wait(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, self._max_backoff)
         await self._close()
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._topics)
+
+    def wake(self) -> None:
+        """Claim now: rows of this relay's topics have been committed."""
+        self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()

@@ -33,7 +33,7 @@ from shared.events import TOPIC_QUEUE_CANCELLED
 from shared.heap import freeze_startup_heap, process_gc_pauses
 from shared.kafka import KafkaConfig
 from shared.logging import get_logger
-from shared.outbox import OutboxRelay
+from shared.outbox import NOTIFY_AFTER_COMMIT, OutboxBell, OutboxRelay
 from shared.service_kit import SERVICE_READY, publish_readiness
 
 log = get_logger(__name__)
@@ -54,12 +54,16 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
         # reset_session=False: no round trip per release. This app leaves no session state:
         # its locks are transaction-scoped (pg_advisory_xact_lock, FOR UPDATE), it sets no
         # session settings, and the relay UNLISTENs before it releases its listening connection.
+        # NOTIFY_AFTER_COMMIT: a cancel's transaction sends no NOTIFY (its commit would wait
+        # for every other notifying commit); the bell wakes the relay once it has committed.
         pool = await create_pool(
             settings.database_url.get_secret_value(),
             min_size=0,
             max_size=settings.db_pool_max,
             reset_session=False,
+            server_settings=NOTIFY_AFTER_COMMIT,
         )
+        ctx.bell = OutboxBell(pool)
         # Requests' waits for a connection are measured (the door's API_MAX_POOL_WAIT_S) and
         # end at DB_ACQUIRE_TIMEOUT_S; the relay waits its turn.
         ctx.pool = BoundedPool(
@@ -77,6 +81,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
             ctx.relay = OutboxRelay(
                 pool, kafka, topics=[ctx.topic], max_attempts=settings.outbox_max_attempts
             )
+            ctx.bell.attach(ctx.relay)
             tasks.append(asyncio.create_task(ctx.relay.run()))
         ctx.verifier.start()  # the identity provider's keys, fetched in the background
         try:
@@ -88,6 +93,7 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
             for task in tasks[:3]:  # all but the relay's, which stop() ends
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await ctx.bell.close()
             await close_pool(pool)
 
     app = FastAPI(

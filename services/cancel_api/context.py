@@ -15,7 +15,7 @@ from services.cancel_api.config import CancelApiSettings
 from services.cancel_api.errors import Problem
 from shared.auth import TokenVerifier
 from shared.clinics import ZoneCache
-from shared.outbox import OutboxRelay
+from shared.outbox import OutboxBell, OutboxRelay
 
 
 @dataclass
@@ -25,6 +25,8 @@ class ApiContext:
     topic: str
     # Created in the lifespan (no import-time globals).
     pool: BoundedPool = field(init=False)
+    # Wakes the relay (here, or elsewhere by NOTIFY) once a cancel has committed.
+    bell: OutboxBell = field(init=False)
     relay: OutboxRelay | None = None
     # Clinic time zones (clinic_setting), remembered a few minutes.
     zones: ZoneCache = field(default_factory=ZoneCache)

@@ -18,7 +18,7 @@ from shared import tracing
 from shared.auth import Principal
 from shared.clinics import ZoneCache, clinic_zone, service_day
 from shared.events import CancelledBy, QueueCancelledData, new_event
-from shared.outbox import outbox_values
+from shared.outbox import OutboxBell, outbox_values
 
 CANCELS = Counter("queue_cancel_requests_total", "Cancel requests by outcome", ["outcome"])
 CANCELS_CANCELLED = CANCELS.labels("cancelled")  # the common outcome: its child, looked up once
@@ -39,11 +39,13 @@ async def cancel_ticket(
     body: CancelRequest,
     *,
     topic: str,
+    bell: OutboxBell,
     idempotency_key: str | None,
     request_id: str | None,
 ) -> dict[str, Any]:
     """Cancel a waiting ticket: status, audit row and outbox event commit together or not at all.
-    The event and its outbox row carry the trace context of this transaction's span."""
+    The event and its outbox row carry the trace context of this transaction's span; `bell`
+    wakes the relay once they are committed."""
     with tracing.span(
         "cancel transaction",
         kind=tracing.SpanKind.CLIENT,
@@ -59,7 +61,8 @@ async def cancel_ticket(
                 row = await repo.read_ticket_for_cancel(conn, who.clinic_id, queue_id)
                 if row is not None and domain.cancel_refusal(row["status"]) is None:
                     response = await _cancel(conn, who, row, body, topic, request_id)
-                    if response is not None:
+                    if response is not None:  # one statement, committed as it returned
+                        bell.ring(topic)
                         CANCELS_CANCELLED.inc()
                         return response
             async with conn.transaction():
@@ -67,6 +70,7 @@ async def cancel_ticket(
                     conn, who, queue_id, body, topic, idempotency_key, request_id
                 )
         if fresh:
+            bell.ring(topic)
             CANCELS_CANCELLED.inc()
         return response
 

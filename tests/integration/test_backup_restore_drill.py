@@ -16,6 +16,7 @@ from services.cancel_api.schemas import CancelRequest, RegisterRequest
 from services.cancel_api.service import cancel_ticket, register_ticket
 from shared.auth import Principal
 from shared.db import create_pool, migration_files
+from shared.outbox import OutboxBell
 from shared.sync_job import store
 from shared.sync_job.machine import RetryPolicy, new_job
 from tests.fixtures.infra import REPO
@@ -68,6 +69,7 @@ async def _seed(database: str) -> int:
     """Tickets, one BPJS cancellation whose outbox row is unpublished and whose sync job is
     pending (no relay or worker runs here); returns the cancelled ticket's id."""
     pool = await create_pool(database, min_size=1, max_size=2)
+    bell = OutboxBell(pool)  # no relay listens here: the row stays unpublished
     try:
         for _ in range(3):
             await _new_ticket(pool)
@@ -78,6 +80,7 @@ async def _seed(database: str) -> int:
             queue_id,
             CancelRequest(reason_code="no_show"),
             topic="queue-cancelled",
+            bell=bell,
             idempotency_key=None,
             request_id=None,
         )
@@ -89,6 +92,7 @@ async def _seed(database: str) -> int:
             assert await store.insert(conn, data, event_id, job, service="antreanrs")
             assert await conn.fetchval("select count(*) from outbox where published_at is null")
     finally:
+        await bell.close()
         await pool.close()
     return queue_id
 

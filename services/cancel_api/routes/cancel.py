@@ -76,6 +76,7 @@ async def cancel(request: Request) -> Any:
         qid,
         body,
         topic=ctx.topic,
+        bell=ctx.bell,
         idempotency_key=idempotency_key,
         request_id=request.state.request_id,
     )
