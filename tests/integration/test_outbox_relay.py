@@ -127,6 +127,26 @@ async def _published(admin: asyncpg.Connection, queue_id: int) -> None:
     await wait_until(done, what=f"the outbox row of queue {queue_id} published")
 
 
+@asynccontextmanager
+async def _listening(database: str) -> AsyncIterator[tuple[asyncpg.Connection, list[str]]]:
+    """A connection that records the topic of every notification on the outbox channel."""
+    admin = await asyncpg.connect(database)
+    heard: list[str] = []
+    await admin.add_listener("outbox", lambda *args: heard.append(args[3]))
+    try:
+        yield admin, heard
+    finally:
+        await admin.close()
+
+
+async def _api_writer(database: str) -> asyncpg.Pool:
+    """A pool as the API's: its role (which may set the setting the trigger reads) and setting."""
+    return await create_pool(
+        role_dsn(database, API_DB_ROLE), min_size=1, max_size=4,
+        server_settings=NOTIFY_AFTER_COMMIT,
+    )  # fmt: skip
+
+
 async def _notifications_so_far(admin: asyncpg.Connection, heard: list[str]) -> list[str]:
     """What the listener heard before a control row inserted now (notifications arrive in commit
     order, so once the control's is heard, every earlier one has been)."""
@@ -147,27 +167,20 @@ async def test_a_cancel_commits_without_a_notify_and_its_bell_wakes_the_relay_of
     cluster-wide lock. The API's connections send none; the bell wakes the relay after the
     commit, so a relay that never polls still publishes at once."""
     topic = f"{topic_prefix}queue-cancelled"
-    admin = await asyncpg.connect(database)
-    heard: list[str] = []
-    await admin.add_listener("outbox", lambda *args: heard.append(args[3]))
-    # The API's own role: it may set the session setting the trigger reads.
-    pool = await create_pool(
-        role_dsn(database, API_DB_ROLE), min_size=1, max_size=4,
-        server_settings=NOTIFY_AFTER_COMMIT,
-    )  # fmt: skip
+    pool = await _api_writer(database)
     bell = OutboxBell(pool)
     try:
-        async with _relay(pool, infra.kafka_for("api"), topic) as relay:
-            bell.attach(relay)
-            # The first may be claimed by the relay's first pass; the second is committed after
-            # the relay has gone to sleep with nothing left (it published the first).
-            await _published(admin, await _cancel_one(pool, bell, topic))
-            await _published(admin, await _cancel_one(pool, bell, topic))
-        assert await _notifications_so_far(admin, heard) == []
+        async with _listening(database) as (admin, heard):
+            async with _relay(pool, infra.kafka_for("api"), topic) as relay:
+                bell.attach(relay)
+                # The first may be claimed by the relay's first pass; the second is committed
+                # after the relay has gone to sleep with nothing left (it published the first).
+                await _published(admin, await _cancel_one(pool, bell, topic))
+                await _published(admin, await _cancel_one(pool, bell, topic))
+            assert await _notifications_so_far(admin, heard) == []
     finally:
         await bell.close()
         await pool.close()
-        await admin.close()
 
 
 async def test_a_bell_without_the_relay_in_its_process_wakes_a_relay_elsewhere_after_the_commit(
@@ -176,38 +189,27 @@ async def test_a_bell_without_the_relay_in_its_process_wakes_a_relay_elsewhere_a
     """An API whose relay runs on its own (OUTBOX_RELAY_ENABLED=false): one NOTIFY per ring,
     sent in a transaction of its own once the cancel has committed."""
     topic = f"{topic_prefix}queue-cancelled"
-    admin = await asyncpg.connect(database)
-    heard: list[str] = []
-    await admin.add_listener("outbox", lambda *args: heard.append(args[3]))
-    writer = await create_pool(
-        role_dsn(database, API_DB_ROLE), min_size=1, max_size=4,
-        server_settings=NOTIFY_AFTER_COMMIT,
-    )  # fmt: skip
+    writer = await _api_writer(database)
     elsewhere = await create_pool(role_dsn(database, API_DB_ROLE), min_size=1, max_size=4)
     bell = OutboxBell(writer)
     try:
-        async with _relay(elsewhere, infra.kafka_for("api"), topic):
-            await _published(admin, await _cancel_one(writer, bell, topic))
-            await _published(admin, await _cancel_one(writer, bell, topic))
-        assert await _notifications_so_far(admin, heard) == [topic, topic]
+        async with _listening(database) as (admin, heard):
+            async with _relay(elsewhere, infra.kafka_for("api"), topic):
+                await _published(admin, await _cancel_one(writer, bell, topic))
+                await _published(admin, await _cancel_one(writer, bell, topic))
+            assert await _notifications_so_far(admin, heard) == [topic, topic]
     finally:
         await bell.close()
         await writer.close()
         await elsewhere.close()
-        await admin.close()
 
 
 async def test_the_api_cancels_without_a_notify_and_its_relay_still_publishes(api, database):
     """The API's pool carries the setting, and its relay is woken by the API's bell."""
-    admin = await asyncpg.connect(database)
-    heard: list[str] = []
-    await admin.add_listener("outbox", lambda *args: heard.append(args[3]))
-    try:
+    async with _listening(database) as (admin, heard):
         for _ in range(3):
             ticket = await api.register()
             r = await api.cancel(ticket["id"], token())
             assert r.status_code == 200, r.text
             await _published(admin, ticket["id"])
         assert await _notifications_so_far(admin, heard) == []
-    finally:
-        await admin.close()
