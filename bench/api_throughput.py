@@ -114,7 +114,9 @@ async def api_round(stack: Stack, n: int, clients: int) -> dict[str, Any]:
     }
 
 
-async def pgbench_round(stack: Stack, n: int, clients: int, topic: str) -> dict[str, Any]:
+async def pgbench_round(
+    stack: Stack, n: int, clients: int, topic: str, pgoptions: str = PGBENCH_OPTIONS
+) -> dict[str, Any]:
     ids = await seed_tickets(stack.dsn, n)
     conn = await asyncpg.connect(stack.dsn)
     try:
@@ -135,9 +137,9 @@ async def pgbench_round(stack: Stack, n: int, clients: int, topic: str) -> dict[
             cmd,
             capture_output=True,
             text=True,
-            # As the API's connections: the outbox insert sends no NOTIFY (the API's relay is
-            # woken in its process once the cancel has committed).
-            env={**os.environ, "PGPASSWORD": "antrean", "PGOPTIONS": PGBENCH_OPTIONS},
+            # By default as the API's connections: the outbox insert sends no NOTIFY (the API's
+            # relay is woken in its process once the cancel has committed).
+            env={**os.environ, "PGPASSWORD": "antrean", "PGOPTIONS": pgoptions},
             timeout=600,
         )
         elapsed = time.monotonic() - started
