@@ -282,6 +282,25 @@ async def refusals(url: str) -> dict[str, float]:
     }
 
 
+async def long_gc_pauses(url: str, over_s: float = 0.05) -> dict[str, float]:
+    """How many of the API's garbage-collector pauses (`python_gc_pause_seconds`) have lasted
+    more than `over_s` so far, by generation (`over_s` must be one of its bucket bounds)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        text = (await http.get(f"{url}/metrics")).text
+    total: dict[str, float] = {}
+    within: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "python_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            gen = sample.labels["generation"]
+            if sample.name.endswith("_count"):
+                total[gen] = sample.value
+            elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == over_s:
+                within[gen] = sample.value
+    return {gen: n - within.get(gen, 0.0) for gen, n in total.items()}
+
+
 def refused_between(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
     """The refusals by reason between two `refusals()` scrapes (reasons with none left out)."""
     return {k: int(v - before.get(k, 0.0)) for k, v in after.items() if v > before.get(k, 0.0)}
