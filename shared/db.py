@@ -58,23 +58,34 @@ async def create_pool(
     min_size: int = 2,
     max_size: int = 20,
     reset_session: bool = True,
-    server_settings: dict[str, str] | None = None,
+    session_settings: dict[str, str] | None = None,
 ) -> asyncpg.Pool:
     """The service pool. On release asyncpg always rolls back an open transaction and drops
     listener callbacks; with `reset_session` it also sends `pg_advisory_unlock_all(); CLOSE ALL;
     UNLISTEN *; RESET ALL` (one round trip per release). `reset_session=False` is for callers
     that never leave session state behind: only transaction-scoped locks, no SET, no cursors
     outside a transaction, UNLISTEN before a listening connection is released.
-    `server_settings` are each connection's session defaults (what RESET ALL returns to)."""
+
+    `session_settings` are SET on each new connection and kept for its life, so they need
+    `reset_session=False` (RESET ALL would undo them). They are not startup parameters: a
+    connection pooler in front (PgBouncer) refuses a startup parameter it does not know."""
+    if session_settings and reset_session:
+        raise ValueError("session_settings need reset_session=False")
+    settings = dict(session_settings or {})
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        for name, value in settings.items():
+            await conn.execute("select set_config($1, $2, false)", name, value)
+
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=_init_connection,
+        init=init,
         reset=None if reset_session else _keep_session,
         command_timeout=30,
         timeout=5,
-        server_settings=server_settings,
     )
     assert pool is not None
     return pool

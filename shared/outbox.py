@@ -35,7 +35,7 @@ from shared.outbox_quarantine import (
 log = get_logger(__name__)
 
 OUTBOX_CHANNEL = "outbox"
-# Set on a writer's connections (`create_pool(server_settings=...)`): its outbox inserts send no
+# Set on a writer's connections (`create_pool(session_settings=...)`): its outbox inserts send no
 # NOTIFY (migration 0012), and the writer wakes the relays with an `OutboxBell` once committed.
 NOTIFY_AFTER_COMMIT = {"antrean.outbox_notify": "after_commit"}
 GAUGE_INTERVAL_S = 1.0

@@ -52,16 +52,17 @@ def create_app(settings: CancelApiSettings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # min_size 0: the API starts (and answers 503) even while the database is away.
         # reset_session=False: no round trip per release. This app leaves no session state:
-        # its locks are transaction-scoped (pg_advisory_xact_lock, FOR UPDATE), it sets no
-        # session settings, and the relay UNLISTENs before it releases its listening connection.
-        # NOTIFY_AFTER_COMMIT: a cancel's transaction sends no NOTIFY (its commit would wait
-        # for every other notifying commit); the bell wakes the relay once it has committed.
+        # its locks are transaction-scoped (pg_advisory_xact_lock, FOR UPDATE), its one session
+        # setting is set when a connection opens and never changed, and the relay UNLISTENs
+        # before it releases its listening connection. That setting, NOTIFY_AFTER_COMMIT: a
+        # cancel's transaction sends no NOTIFY (its commit would wait for every other
+        # notifying commit); the bell wakes the relay once it has committed.
         pool = await create_pool(
             settings.database_url.get_secret_value(),
             min_size=0,
             max_size=settings.db_pool_max,
             reset_session=False,
-            server_settings=NOTIFY_AFTER_COMMIT,
+            session_settings=NOTIFY_AFTER_COMMIT,
         )
         ctx.bell = OutboxBell(pool)
         # Requests' waits for a connection are measured (the door's API_MAX_POOL_WAIT_S) and

@@ -143,7 +143,7 @@ async def _api_writer(database: str) -> asyncpg.Pool:
     """A pool as the API's: its role (which may set the setting the trigger reads) and setting."""
     return await create_pool(
         role_dsn(database, API_DB_ROLE), min_size=1, max_size=4,
-        server_settings=NOTIFY_AFTER_COMMIT,
+        reset_session=False, session_settings=NOTIFY_AFTER_COMMIT,
     )  # fmt: skip
 
 
