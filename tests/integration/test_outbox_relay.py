@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+from prometheus_client import REGISTRY
 
 from services.cancel_api.schemas import CancelRequest, RegisterRequest
 from services.cancel_api.service import cancel_ticket, register_ticket
@@ -213,3 +214,31 @@ async def test_the_api_cancels_without_a_notify_and_its_relay_still_publishes(ap
             assert r.status_code == 200, r.text
             await _published(admin, ticket["id"])
         assert await _notifications_so_far(admin, heard) == []
+
+
+async def test_the_rings_of_a_burst_of_commits_share_one_notify(database, topic_prefix):
+    """Rings that arrive while the bell's NOTIFY is on its way make one more, not one each: a
+    burst of cancels does not queue a burst of notifying commits."""
+    topic = f"{topic_prefix}queue-cancelled"
+    pool = await _api_writer(database)
+    bell = OutboxBell(pool)
+    try:
+        async with _listening(database) as (admin, heard):
+            for _ in range(50):
+                bell.ring(topic)
+            await bell.close()
+            assert await _notifications_so_far(admin, heard) == [topic]
+    finally:
+        await pool.close()
+
+
+async def test_a_bell_whose_notify_fails_counts_it_and_raises_nothing(database, topic_prefix):
+    """The commit has happened: a failed wake-up is a late publish (the relay's poll), never an
+    error for the cancel that rang."""
+    pool = await _api_writer(database)
+    bell = OutboxBell(pool)
+    await pool.close()
+    before = REGISTRY.get_sample_value("outbox_notify_errors_total") or 0.0
+    bell.ring(f"{topic_prefix}queue-cancelled")
+    await bell.close()
+    assert REGISTRY.get_sample_value("outbox_notify_errors_total") == before + 1
