@@ -32,7 +32,14 @@ from bench.common import (
     token,
     write_result,
 )
-from bench.stack import Stack, long_gc_pauses, refusals, refused_between, seed_tickets
+from bench.stack import (
+    Stack,
+    api_metrics,
+    long_gc_pauses_in,
+    refusals_in,
+    refused_between,
+    seed_tickets,
+)
 from tests.fixtures.infra import wait_until
 
 RATES = (100, 200, 400, 800, 1600, 3200)
@@ -224,20 +231,20 @@ async def vegeta_step(stack: Stack, rate: int, seconds: float) -> dict[str, Any]
                   f" -duration={int(seconds)}s -max-workers=4096 -timeout=30s"
                   f" | {VEGETA} encode --to csv > {out}")  # fmt: skip
         svc0, jif0 = stack.cpu_snapshot(), machine_jiffies()
-        reasons0 = await refusals(stack.api_url)
-        gc0 = await long_gc_pauses(stack.api_url)
+        metrics0 = await api_metrics(stack.api_url)
         proc = await asyncio.create_subprocess_shell(attack)
         if await proc.wait() != 0:
             raise RuntimeError("vegeta attack failed")
         busy = busy_share(jif0, machine_jiffies())
         svc = {k: round(v - svc0[k], 2) for k, v in stack.cpu_snapshot().items()}
-        reasons = await refusals(stack.api_url)
-        gc1 = await long_gc_pauses(stack.api_url)
+        metrics = await api_metrics(stack.api_url)
         # timestamp (ns), status, latency (ns), bytes out, bytes in, error, body, attack, seq,
         # method, url, headers
         rows = list(csv.reader(out.open()))
     t0 = min(int(r[0]) for r in rows)
     late = [r for r in rows if int(r[0]) - t0 >= LEAD_IN_S * 1e9]
+    slow = [r for r in rows if r[1] == "503" and int(r[2]) > 50e6]  # refusals over 50 ms
+    gc0, gc1 = long_gc_pauses_in(metrics0), long_gc_pauses_in(metrics)
 
     def ms(sel: list[list[str]], status: str) -> dict[str, Any]:
         return percentiles(int(r[2]) / 1e9 for r in sel if r[1] == status)
@@ -258,12 +265,10 @@ async def vegeta_step(stack: Stack, rate: int, seconds: float) -> dict[str, Any]
         "refused_after_lead_in_ms": ms(late, "503"),
         # Which bound refused, from the API's counter (a refusal that waited for a database
         # connection would be `db_pool_timeout`), and how many refusals took over 50 ms.
-        "refused_by_reason": refused_between(reasons0, reasons),
-        "refused_over_50ms": sum(1 for r in rows if r[1] == "503" and int(r[2]) > 50e6),
+        "refused_by_reason": refused_between(refusals_in(metrics0), refusals_in(metrics)),
+        "refused_over_50ms": len(slow),
         # When they were sent (s from the first send): a burst is one stall of the API's loop.
-        "refused_over_50ms_sent_at_s": sorted(
-            round((int(r[0]) - t0) / 1e9, 2) for r in rows if r[1] == "503" and int(r[2]) > 50e6
-        ),
+        "refused_over_50ms_sent_at_s": sorted(round((int(r[0]) - t0) / 1e9, 2) for r in slow),
         # The API's garbage-collector pauses over 50 ms during the phase, by generation.
         "gc_pauses_over_50ms": {g: int(n - gc0.get(g, 0.0)) for g, n in gc1.items()},
         "other_statuses": others,

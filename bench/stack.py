@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import httpx
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import (
@@ -268,28 +269,35 @@ def http_client(limit: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
 
 
-async def refusals(url: str) -> dict[str, float]:
-    """The API's `http_requests_refused_total` by reason (its /metrics, served outside
-    production on the public port)."""
+async def api_metrics(url: str) -> list[Metric]:
+    """One scrape of the API's /metrics (served outside production on the public port)."""
     async with httpx.AsyncClient(timeout=10) as http:
         text = (await http.get(f"{url}/metrics")).text
+    return list(text_string_to_metric_families(text))
+
+
+def refusals_in(families: list[Metric]) -> dict[str, float]:
+    """The API's `http_requests_refused_total` by reason."""
     return {
         sample.labels["reason"]: sample.value
-        for family in text_string_to_metric_families(text)
+        for family in families
         if family.name == "http_requests_refused"
         for sample in family.samples
         if sample.name == "http_requests_refused_total"
     }
 
 
-async def long_gc_pauses(url: str, over_s: float = 0.05) -> dict[str, float]:
+async def refusals(url: str) -> dict[str, float]:
+    """`refusals_in` of a scrape made now."""
+    return refusals_in(await api_metrics(url))
+
+
+def long_gc_pauses_in(families: list[Metric], over_s: float = 0.05) -> dict[str, float]:
     """How many of the API's garbage-collector pauses (`python_gc_pause_seconds`) have lasted
     more than `over_s` so far, by generation (`over_s` must be one of its bucket bounds)."""
-    async with httpx.AsyncClient(timeout=10) as http:
-        text = (await http.get(f"{url}/metrics")).text
     total: dict[str, float] = {}
     within: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in families:
         if family.name != "python_gc_pause_seconds":
             continue
         for sample in family.samples:
