@@ -35,6 +35,7 @@ from bench.common import (
 from bench.stack import (
     Stack,
     api_metrics,
+    late_loops_in,
     long_gc_pauses_in,
     refusals_in,
     refused_between,
@@ -245,6 +246,7 @@ async def vegeta_step(stack: Stack, rate: int, seconds: float) -> dict[str, Any]
     late = [r for r in rows if int(r[0]) - t0 >= LEAD_IN_S * 1e9]
     slow = [r for r in rows if r[1] == "503" and int(r[2]) > 50e6]  # refusals over 50 ms
     gc0, gc1 = long_gc_pauses_in(metrics0), long_gc_pauses_in(metrics)
+    late0, late1 = late_loops_in(metrics0), late_loops_in(metrics)
 
     def ms(sel: list[list[str]], status: str) -> dict[str, Any]:
         return percentiles(int(r[2]) / 1e9 for r in sel if r[1] == status)
@@ -271,6 +273,8 @@ async def vegeta_step(stack: Stack, rate: int, seconds: float) -> dict[str, Any]
         "refused_over_50ms_sent_at_s": sorted(round((int(r[0]) - t0) / 1e9, 2) for r in slow),
         # The API's garbage-collector pauses over 50 ms during the phase, by generation.
         "gc_pauses_over_50ms": {g: int(n - gc0.get(g, 0.0)) for g, n in gc1.items()},
+        # The API's event loop late by over 50 ms, by cause: a refusal waits for the loop.
+        "loop_lags_over_50ms": {c: int(n - late0.get(c, 0.0)) for c, n in late1.items()},
         "other_statuses": others,
         "service_cpu_s": svc,
         "machine_busy": busy,

@@ -292,21 +292,34 @@ async def refusals(url: str) -> dict[str, float]:
     return refusals_in(await api_metrics(url))
 
 
-def long_gc_pauses_in(families: list[Metric], over_s: float = 0.05) -> dict[str, float]:
-    """How many of the API's garbage-collector pauses (`python_gc_pause_seconds`) have lasted
-    more than `over_s` so far, by generation (`over_s` must be one of its bucket bounds)."""
+def observed_over(
+    families: list[Metric], histogram: str, label: str, over_s: float = 0.05
+) -> dict[str, float]:
+    """How many observations of one of the API's histograms have been over `over_s` so far,
+    by `label` (`over_s` must be one of its bucket bounds)."""
     total: dict[str, float] = {}
     within: dict[str, float] = {}
     for family in families:
-        if family.name != "python_gc_pause_seconds":
+        if family.name != histogram:
             continue
         for sample in family.samples:
-            gen = sample.labels["generation"]
+            key = sample.labels[label]
             if sample.name.endswith("_count"):
-                total[gen] = sample.value
+                total[key] = sample.value
             elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == over_s:
-                within[gen] = sample.value
-    return {gen: n - within.get(gen, 0.0) for gen, n in total.items()}
+                within[key] = sample.value
+    return {key: n - within.get(key, 0.0) for key, n in total.items()}
+
+
+def long_gc_pauses_in(families: list[Metric]) -> dict[str, float]:
+    """The API's garbage-collector pauses over 50 ms so far, by generation."""
+    return observed_over(families, "python_gc_pause_seconds", "generation")
+
+
+def late_loops_in(families: list[Metric]) -> dict[str, float]:
+    """The API's event-loop lags over 50 ms so far, by cause (running: its own callbacks;
+    waiting: the machine ran other processes)."""
+    return observed_over(families, "event_loop_lag_seconds", "cause")
 
 
 def refused_between(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:

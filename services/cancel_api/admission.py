@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.cancel_api.errors import Problem, problem_response
@@ -21,6 +21,15 @@ REFUSED_IN_FLIGHT = REFUSED.labels("in_flight")
 REFUSED_POOL_WAIT = REFUSED.labels("db_pool_wait")
 REFUSED_POOL_TIMEOUT = REFUSED.labels("db_pool_timeout")
 REFUSED_LOOP_LAG = REFUSED.labels("loop_lag")
+LOOP_LAG = Histogram(
+    "event_loop_lag_seconds",
+    "How late the event loop ran a 10 ms timer; cause: running (its thread was on the CPU"
+    " most of that time: our own callbacks) or waiting (it was not: the machine ran other"
+    " processes, or a call blocked the thread)",
+    ["cause"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+LAG_RUNNING, LAG_WAITING = LOOP_LAG.labels("running"), LOOP_LAG.labels("waiting")
 
 # What a load balancer and a browser opening the page need: never refused, never counted.
 EXEMPT_PATHS = frozenset(
@@ -50,9 +59,15 @@ class LoopLag:
 
     async def run(self) -> None:
         while True:
-            self._due = time.monotonic() + self.interval_s
+            start, cpu = time.monotonic(), time.thread_time()
+            self._due = start + self.interval_s
             await asyncio.sleep(self.interval_s)
-            self.lag_s = time.monotonic() - self._due
+            now = time.monotonic()
+            self.lag_s = now - self._due
+            # A late loop either ran callbacks all along (the thread's CPU time grew with the
+            # wall time) or waited for a CPU that the machine gave to other processes.
+            on_cpu = time.thread_time() - cpu >= (now - start) / 2
+            (LAG_RUNNING if on_cpu else LAG_WAITING).observe(max(self.lag_s, 0.0))
 
     def current(self) -> float:
         """The last lag measured, or how overdue the next measurement already is."""

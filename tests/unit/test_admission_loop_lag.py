@@ -1,0 +1,51 @@
+"""LoopLag's histogram tells an on-call engineer whether a late event loop was busy running
+our own code or was waiting for a CPU the machine gave to someone else."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from prometheus_client import REGISTRY
+
+from services.cancel_api.admission import LoopLag
+
+
+def _late_over(cause: str, seconds: float) -> float:
+    """Lags counted so far with `cause` that lasted more than `seconds` (a bucket bound)."""
+    labels = {"cause": cause}
+    total = REGISTRY.get_sample_value("event_loop_lag_seconds_count", labels) or 0.0
+    within = REGISTRY.get_sample_value(
+        "event_loop_lag_seconds_bucket", {**labels, "le": str(seconds)}
+    )
+    return total - (within or 0.0)
+
+
+async def _stall_with(block) -> None:
+    lag = LoopLag(interval_s=0.01)
+    task = asyncio.create_task(lag.run())
+    await asyncio.sleep(0.03)  # a few timely rounds first
+    block()
+    await asyncio.sleep(0.03)  # the round the stall delayed is measured after it
+    task.cancel()
+
+
+async def test_a_loop_kept_busy_by_a_long_callback_counts_as_running():
+    running, waiting = _late_over("running", 0.1), _late_over("waiting", 0.1)
+
+    def spin() -> None:
+        end = time.thread_time() + 0.2
+        while time.thread_time() < end:
+            pass
+
+    await _stall_with(spin)
+    assert _late_over("running", 0.1) == running + 1
+    assert _late_over("waiting", 0.1) == waiting
+
+
+async def test_a_loop_whose_thread_is_off_the_cpu_counts_as_waiting():
+    running, waiting = _late_over("running", 0.1), _late_over("waiting", 0.1)
+    # Off the CPU as when the machine runs others instead: here by a blocking call.
+    await _stall_with(lambda: time.sleep(0.2))
+    assert _late_over("waiting", 0.1) == waiting + 1
+    assert _late_over("running", 0.1) == running
