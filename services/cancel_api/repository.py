@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -68,6 +68,25 @@ with upd as (
 )
 select {COLUMNS} from upd
 """
+# The same, also storing the response under the request's Idempotency-Key (`StoredKey`): the
+# key's row is written exactly when the ticket is cancelled, in the same statement.
+_CANCEL_AND_STORE_KEY_SQL = _CANCEL_SQL.replace(
+    "\nselect ",
+    """, stored as (
+    insert into idempotency_key (clinic_id, user_id, key, request_hash, status_code,
+        response_body)
+    select $2::text, $3::text, $21::text, $22::text, 200, $23::jsonb from upd
+)
+select """,
+)
+
+
+class StoredKey(NamedTuple):
+    """An Idempotency-Key, its request's hash and the response to store under it."""
+
+    key: str
+    request_hash: str
+    response: dict[str, Any]
 
 
 async def cancel_with_audit_and_event(
@@ -80,14 +99,16 @@ async def cancel_with_audit_and_event(
     bpjs_sync: str | None,
     request_id: str | None,
     outbox_row: OutboxValues,
+    stored_key: StoredKey | None = None,
 ) -> asyncpg.Record | None:
     """Ticket `row` (from `read_ticket_for_cancel`, status waiting) -> cancelled at its `tx_now`,
-    with its `audit(action="cancel")` row and the outbox row (`shared.outbox.outbox_values`), in
-    one statement. None, and nothing written, when the ticket is no longer waiting or changed
-    since `row` was read."""
+    with its `audit(action="cancel")` row, the outbox row (`shared.outbox.outbox_values`) and,
+    given `stored_key`, the idempotency key's row, in one statement. None, and nothing
+    written, when the ticket is no longer waiting or changed since `row` was read."""
     # The `status = 'waiting'` guard repeats the rule in the database itself.
+    key = () if stored_key is None else stored_key
     return await conn.fetchrow(
-        _CANCEL_SQL,
+        _CANCEL_SQL if stored_key is None else _CANCEL_AND_STORE_KEY_SQL,
         row["id"],
         who.clinic_id,
         who.user_id,
@@ -103,6 +124,7 @@ async def cancel_with_audit_and_event(
         row["payer"],
         row["bpjs"],
         *outbox_row,
+        *key,
     )
 
 
@@ -204,40 +226,35 @@ async def audit(
 
 async def lock_idempotency_key(
     conn: asyncpg.Connection, clinic_id: str, user_id: str, key: str
-) -> asyncpg.Record | None:
-    """Serialise requests carrying the same key, then return the stored response if any."""
+) -> None:
+    """Serialise requests carrying the same key until the end of the transaction. A statement
+    of its own: a read in the same statement would use a snapshot taken before the lock was
+    granted and miss what the key's previous holder committed."""
     await conn.execute(
         "select pg_advisory_xact_lock(hashtextextended($1, 0))",
         f"{clinic_id}\x1f{user_id}\x1f{key}",
     )
-    return await conn.fetchrow(
-        "select request_hash, status_code, response_body from idempotency_key"
-        " where clinic_id = $1 and user_id = $2 and key = $3",
+
+
+async def read_key_and_ticket_for_cancel(
+    conn: asyncpg.Connection, clinic_id: str, user_id: str, key: str, queue_id: int
+) -> asyncpg.Record:
+    """After `lock_idempotency_key`, in one round trip: the response stored under the key
+    (`request_hash`, `status_code`, `response_body`; null when none) and the ticket as
+    `read_ticket_for_cancel(for_update=True)` reads it (every column null when there is none)."""
+    row = await conn.fetchrow(
+        "select k.request_hash, k.status_code, k.response_body, t.*"
+        " from (select 1) one"
+        " left join idempotency_key k on k.clinic_id = $2 and k.user_id = $3 and k.key = $4"
+        f" left join lateral (select {COLUMNS}, now() as tx_now from queue_ticket"
+        "  where id = $1 and clinic_id = $2 for update) t on true",
+        queue_id,
         clinic_id,
         user_id,
         key,
     )
-
-
-async def store_idempotency_key(
-    conn: asyncpg.Connection,
-    clinic_id: str,
-    user_id: str,
-    key: str,
-    request_hash: str,
-    status_code: int,
-    body: Any,
-) -> None:
-    await conn.execute(
-        "insert into idempotency_key (clinic_id, user_id, key, request_hash, status_code,"
-        " response_body) values ($1, $2, $3, $4, $5, $6)",
-        clinic_id,
-        user_id,
-        key,
-        request_hash,
-        status_code,
-        body,
-    )
+    assert row is not None  # the outer row of `one` is always there
+    return row
 
 
 async def purge_idempotency_keys(conn: asyncpg.Connection, older_than_hours: int) -> str:

@@ -86,11 +86,17 @@ async def _cancel_locked(
 ) -> tuple[dict[str, Any], bool]:
     """The cancel in the caller's transaction, deciding on the ticket row locked FOR UPDATE;
     (response body, False when it replays the stored response of the idempotency key)."""
-    if idempotency_key is not None:
+    key: repo.StoredKey | None = None
+    if idempotency_key is None:
+        row = await repo.read_ticket_for_cancel(conn, who.clinic_id, queue_id, for_update=True)
+    else:
         req_hash = request_hash(queue_id, body)
-        stored = await repo.lock_idempotency_key(conn, who.clinic_id, who.user_id, idempotency_key)
-        if stored is not None:
-            if stored["request_hash"] != req_hash:
+        await repo.lock_idempotency_key(conn, who.clinic_id, who.user_id, idempotency_key)
+        row = await repo.read_key_and_ticket_for_cancel(
+            conn, who.clinic_id, who.user_id, idempotency_key, queue_id
+        )
+        if row["request_hash"] is not None:
+            if row["request_hash"] != req_hash:
                 CANCELS.labels("idempotency_conflict").inc()
                 raise Problem(
                     422,
@@ -98,8 +104,10 @@ async def _cancel_locked(
                     "Idempotency-Key ini sudah dipakai untuk permintaan lain.",
                 )
             CANCELS.labels("replayed").inc()
-            return dict(stored["response_body"]), False
-    row = await repo.read_ticket_for_cancel(conn, who.clinic_id, queue_id, for_update=True)
+            return dict(row["response_body"]), False
+        if row["id"] is None:
+            row = None
+        key = repo.StoredKey(idempotency_key, req_hash, {})
     if row is None:
         CANCELS.labels("not_found").inc()
         raise Problem(
@@ -112,13 +120,9 @@ async def _cancel_locked(
     if refusal is not None:
         CANCELS.labels(refusal.code).inc()
         raise Problem.refused(refusal, row["status"])
-    response = await _cancel(conn, who, row, body, topic, request_id)
+    response = await _cancel(conn, who, row, body, topic, request_id, key)
     if response is None:  # cannot happen: we hold the row lock and the ticket is waiting
         raise RuntimeError(f"cancel of locked waiting queue {queue_id} changed no row")
-    if idempotency_key is not None:
-        await repo.store_idempotency_key(
-            conn, who.clinic_id, who.user_id, idempotency_key, req_hash, 200, response
-        )
     return response, True
 
 
@@ -129,9 +133,11 @@ async def _cancel(
     body: CancelRequest,
     topic: str,
     request_id: str | None,
+    key: repo.StoredKey | None = None,
 ) -> dict[str, Any] | None:
-    """Cancel the waiting ticket `row` (ticket, audit and outbox rows in one statement); its
-    response body, or None when the ticket is no longer waiting or changed since `row`."""
+    """Cancel the waiting ticket `row` (ticket, audit and outbox rows, and given `key` the
+    response stored under it, in one statement); its response body, or None when the ticket is
+    no longer waiting or changed since `row`."""
     # The event is built before the write from the fields the statement checks are unchanged;
     # `cancelled_at` is the reading transaction's now(), which the statement stores.
     sync = "pending" if domain.needs_bpjs_sync(row["payer"]) else None
@@ -140,6 +146,10 @@ async def _cancel(
         source=EVENT_SOURCE,
         traceparent=tracing.current_traceparent(),
     )
+    if key is not None:
+        # The key's row is written by the cancel statement itself, so its response is built
+        # first: the ticket as that statement leaves it, from the locked row and what it sets.
+        key = key._replace(response=_response(_as_cancelled(row, who, body, sync), sync))
     updated = await repo.cancel_with_audit_and_event(
         conn,
         who,
@@ -149,13 +159,38 @@ async def _cancel(
         bpjs_sync=sync,
         request_id=request_id,
         outbox_row=outbox_values(topic, event),
+        stored_key=key,
     )
     if updated is None:
         return None
+    response = _response(updated, sync)
+    if key is not None and response != key.response:
+        # Raised inside the caller's transaction: nothing is kept, not even the stored key.
+        raise RuntimeError(f"queue {row['id']}: the stored response differs from the row written")
+    return response
+
+
+def _response(ticket: Any, sync: str | None) -> dict[str, Any]:
     return {
-        "queue": queue_out(updated),
+        "queue": queue_out(ticket),
         "bpjs_sync": sync or "not_required",
         "message": domain.MESSAGE_CANCELLED,
+    }
+
+
+def _as_cancelled(
+    row: asyncpg.Record, who: Principal, body: CancelRequest, sync: str | None
+) -> dict[str, Any]:
+    """The waiting ticket `row` as `repo.cancel_with_audit_and_event` leaves it."""
+    return {
+        **dict(row),
+        "status": "cancelled",
+        "cancelled_at": row["tx_now"],
+        "cancelled_by_id": who.user_id,
+        "cancelled_by_name": who.name,
+        "reason_code": body.reason_code,
+        "reason_text": body.reason_text,
+        "bpjs_sync": sync,
     }
 
 
