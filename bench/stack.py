@@ -327,13 +327,17 @@ def refused_between(before: dict[str, float], after: dict[str, float]) -> dict[s
     return {k: int(v - before.get(k, 0.0)) for k, v in after.items() if v > before.get(k, 0.0)}
 
 
-async def cancel(client: aiohttp.ClientSession, url: str, qid: int, tok: str) -> tuple[int, float]:
-    """One cancel; (status or 0 on a transport error, seconds)."""
+async def cancel(
+    client: aiohttp.ClientSession, url: str, qid: int, tok: str, key: str | None = None
+) -> tuple[int, float]:
+    """One cancel, with `key` as its Idempotency-Key if given (the staff UI always sends one);
+    (status or 0 on a transport error, seconds)."""
+    headers = {"Authorization": f"Bearer {tok}"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
     started = time.monotonic()
     try:
-        async with client.post(
-            f"{url}/antrian_ruangan/batal/{qid}", headers={"Authorization": f"Bearer {tok}"}
-        ) as r:
+        async with client.post(f"{url}/antrian_ruangan/batal/{qid}", headers=headers) as r:
             await r.read()
             status = r.status
     except (aiohttp.ClientError, TimeoutError):

@@ -32,11 +32,12 @@ async def get_ticket(
 async def read_ticket_for_cancel(
     conn: asyncpg.Connection, clinic_id: str, queue_id: int, *, for_update: bool = False
 ) -> asyncpg.Record | None:
-    """`get_ticket` plus `tx_now`, the `now()` of the reading transaction: the time a following
-    `cancel_with_audit_and_event` stores as `cancelled_at`."""
+    """`get_ticket` plus `updated_at`, which a following `cancel_with_audit_and_event` checks,
+    and `tx_now`, the `now()` of the reading transaction: the time it stores as
+    `cancelled_at`."""
     lock = " for update" if for_update else ""
     return await conn.fetchrow(
-        f"select {COLUMNS}, now() as tx_now from queue_ticket"
+        f"select {COLUMNS}, updated_at, now() as tx_now from queue_ticket"
         f" where id = $1 and clinic_id = $2{lock}",
         queue_id,
         clinic_id,
@@ -44,8 +45,9 @@ async def read_ticket_for_cancel(
 
 
 # One statement for the three writes of a cancel. It changes the ticket only while it is still
-# waiting and still has the fields the event was built from (`row` of `cancel_with_audit_and_
-# event`); the audit and outbox rows are inserted from the rows the update returns, so they are
+# waiting, still has the fields the event was built from (`row` of `cancel_with_audit_and_
+# event`) and has not been written since (`updated_at`), so the row it leaves is `row` with what
+# it sets; the audit and outbox rows are inserted from the rows the update returns, so they are
 # written exactly when the ticket was cancelled, and all three commit or none.
 _CANCEL_SQL = f"""
 with upd as (
@@ -54,7 +56,7 @@ with upd as (
         bpjs_sync = $7, cancel_event_id = $15::uuid
     where id = $1 and clinic_id = $2 and status = 'waiting'
         and room_id = $11 and ticket_number = $12 and payer = $13
-        and bpjs is not distinct from $14::jsonb
+        and bpjs is not distinct from $14::jsonb and updated_at = $21
     returning {COLUMNS}
 ), audit as (
     insert into queue_audit (queue_id, clinic_id, action, actor_id, actor_name, at,
@@ -69,16 +71,21 @@ with upd as (
 select {COLUMNS} from upd
 """
 # The same, also storing the response under the request's Idempotency-Key (`StoredKey`): the
-# key's row is written exactly when the ticket is cancelled, in the same statement.
+# key's row is written exactly when the ticket is cancelled, in the same statement. A key
+# already stored (reused, or a concurrent retry that committed first) fails the whole
+# statement with a unique violation: nothing is written.
 _CANCEL_AND_STORE_KEY_SQL = _CANCEL_SQL.replace(
     "\nselect ",
     """, stored as (
     insert into idempotency_key (clinic_id, user_id, key, request_hash, status_code,
         response_body)
-    select $2::text, $3::text, $21::text, $22::text, 200, $23::jsonb from upd
+    select $2::text, $3::text, $22::text, $23::text, 200, $24::jsonb from upd
 )
 select """,
 )
+
+
+IDEMPOTENCY_KEY_CONSTRAINT = "idempotency_key_pkey"
 
 
 class StoredKey(NamedTuple):
@@ -124,6 +131,7 @@ async def cancel_with_audit_and_event(
         row["payer"],
         row["bpjs"],
         *outbox_row,
+        row["updated_at"],
         *key,
     )
 
@@ -246,7 +254,7 @@ async def read_key_and_ticket_for_cancel(
         "select k.request_hash, k.status_code, k.response_body, t.*"
         " from (select 1) one"
         " left join idempotency_key k on k.clinic_id = $2 and k.user_id = $3 and k.key = $4"
-        f" left join lateral (select {COLUMNS}, now() as tx_now from queue_ticket"
+        f" left join lateral (select {COLUMNS}, updated_at, now() as tx_now from queue_ticket"
         "  where id = $1 and clinic_id = $2 for update) t on true",
         queue_id,
         clinic_id,

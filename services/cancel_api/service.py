@@ -52,22 +52,30 @@ async def cancel_ticket(
         attributes={"db.system.name": "postgresql", "queue_id": queue_id},
         expected=(Problem,),
     ):
+        key = None
+        if idempotency_key is not None:
+            key = repo.StoredKey(idempotency_key, request_hash(queue_id, body), {})
         async with pool.acquire() as conn:
-            if idempotency_key is None:
-                # Fast path, two round trips: read the ticket, then one statement that cancels it,
-                # writes the audit and outbox rows, and changes nothing unless the ticket is still
-                # waiting and unchanged. Anything else (no ticket, not waiting, changed meanwhile)
-                # takes the locked path below, which decides 404/409 on the locked row.
-                row = await repo.read_ticket_for_cancel(conn, who.clinic_id, queue_id)
-                if row is not None and domain.cancel_refusal(row["status"]) is None:
-                    response = await _cancel(conn, who, row, body, topic, request_id)
-                    if response is not None:  # one statement, committed as it returned
-                        bell.ring(topic)
-                        CANCELS_CANCELLED.inc()
-                        return response
+            # Fast path, two round trips: read the ticket, then one statement that cancels it,
+            # writes the audit and outbox rows (and stores the response under the key), and
+            # changes nothing unless the ticket is still waiting and unchanged and the key new.
+            # Anything else (no ticket, not waiting, changed meanwhile, a key already stored)
+            # takes the locked path below, which decides 404/409/422 or the replay under locks.
+            row = await repo.read_ticket_for_cancel(conn, who.clinic_id, queue_id)
+            if row is not None and domain.cancel_refusal(row["status"]) is None:
+                try:
+                    response = await _cancel(conn, who, row, body, topic, request_id, key)
+                except asyncpg.UniqueViolationError as exc:
+                    if exc.constraint_name != repo.IDEMPOTENCY_KEY_CONSTRAINT:
+                        raise
+                    response = None  # the key is stored already: nothing was written
+                if response is not None:  # one statement, committed as it returned
+                    bell.ring(topic)
+                    CANCELS_CANCELLED.inc()
+                    return response
             async with conn.transaction():
                 response, fresh = await _cancel_locked(
-                    conn, who, queue_id, body, topic, idempotency_key, request_id
+                    conn, who, queue_id, body, topic, key, request_id
                 )
         if fresh:
             bell.ring(topic)
@@ -81,22 +89,20 @@ async def _cancel_locked(
     queue_id: int,
     body: CancelRequest,
     topic: str,
-    idempotency_key: str | None,
+    key: repo.StoredKey | None,
     request_id: str | None,
 ) -> tuple[dict[str, Any], bool]:
     """The cancel in the caller's transaction, deciding on the ticket row locked FOR UPDATE;
     (response body, False when it replays the stored response of the idempotency key)."""
-    key: repo.StoredKey | None = None
-    if idempotency_key is None:
+    if key is None:
         row = await repo.read_ticket_for_cancel(conn, who.clinic_id, queue_id, for_update=True)
     else:
-        req_hash = request_hash(queue_id, body)
-        await repo.lock_idempotency_key(conn, who.clinic_id, who.user_id, idempotency_key)
+        await repo.lock_idempotency_key(conn, who.clinic_id, who.user_id, key.key)
         row = await repo.read_key_and_ticket_for_cancel(
-            conn, who.clinic_id, who.user_id, idempotency_key, queue_id
+            conn, who.clinic_id, who.user_id, key.key, queue_id
         )
         if row["request_hash"] is not None:
-            if row["request_hash"] != req_hash:
+            if row["request_hash"] != key.request_hash:
                 CANCELS.labels("idempotency_conflict").inc()
                 raise Problem(
                     422,
@@ -107,7 +113,6 @@ async def _cancel_locked(
             return dict(row["response_body"]), False
         if row["id"] is None:
             row = None
-        key = repo.StoredKey(idempotency_key, req_hash, {})
     if row is None:
         CANCELS.labels("not_found").inc()
         raise Problem(
@@ -165,7 +170,8 @@ async def _cancel(
         return None
     response = _response(updated, sync)
     if key is not None and response != key.response:
-        # Raised inside the caller's transaction: nothing is kept, not even the stored key.
+        # Cannot happen while the statement checks `updated_at`. On the locked path this rolls
+        # everything back; on the fast path the cancel has committed and a retry replays it.
         raise RuntimeError(f"queue {row['id']}: the stored response differs from the row written")
     return response
 

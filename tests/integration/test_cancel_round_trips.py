@@ -1,13 +1,14 @@
-"""What a cancel with an Idempotency-Key (every cancel the staff UI sends) costs the database in
-statements, each a round trip the API's one event loop pays for; and that what the key stores
-is what the cancel answered."""
+"""A cancel with an Idempotency-Key (every cancel the staff UI sends): what it costs the
+database in statements, each a round trip the API's one event loop pays for; that the response
+stored under the key is the one the cancel answered; and that a key already stored, or a
+ticket no longer waiting, is decided on the locked path with nothing written twice."""
 
+import asyncio
 import uuid
 
 import asyncpg
 import pytest
 
-from services.cancel_api import service
 from services.cancel_api.errors import Problem
 from services.cancel_api.schemas import CancelRequest, RegisterRequest
 from services.cancel_api.service import cancel_ticket, register_ticket
@@ -18,6 +19,14 @@ from shared.outbox import NOTIFY_AFTER_COMMIT, OutboxBell
 from tests.fixtures.infra import role_dsn
 
 STAFF = Principal("u-1", "Petugas Loket", "KLINIK-A", frozenset({"queue:cancel"}))
+
+
+async def _api_pool(database: str, size: int) -> asyncpg.Pool:
+    """A pool as the API's: its role and its session setting."""
+    return await create_pool(
+        role_dsn(database, API_DB_ROLE), min_size=1, max_size=size,
+        reset_session=False, session_settings=NOTIFY_AFTER_COMMIT,
+    )  # fmt: skip
 
 
 async def _statements_of(pool: asyncpg.Pool, work) -> tuple[object, list[str]]:
@@ -31,13 +40,15 @@ async def _statements_of(pool: asyncpg.Pool, work) -> tuple[object, list[str]]:
     return result, [q for q in sent if "pg_notify" not in q]
 
 
-async def _waiting_ticket(pool: asyncpg.Pool) -> int:
+async def _waiting_ticket(pool: asyncpg.Pool, payer: str = "UMUM") -> int:
     ticket = await register_ticket(
         pool,
         STAFF,
         RegisterRequest.model_validate(
-            {"room_id": "POLI-UMUM", "payer": "UMUM",
-             "patient": {"mrn": f"RM-{uuid.uuid4().hex[:6]}", "name": "Siti Aminah"}}
+            {"room_id": "POLI-UMUM", "payer": payer,
+             "patient": {"mrn": f"RM-{uuid.uuid4().hex[:6]}", "name": "Siti Aminah"},
+             **({"bpjs": {"booking_code": f"BK-{uuid.uuid4().hex[:8]}"}}
+                if payer == "BPJS" else {})}
         ),
         bpjs_service="antreanrs",
         timezone="Asia/Jakarta",
@@ -46,56 +57,15 @@ async def _waiting_ticket(pool: asyncpg.Pool) -> int:
     return int(ticket["id"])
 
 
-async def test_a_keyed_cancel_is_five_statements_and_its_replay_four(database, topic_prefix):
-    """BEGIN, the key's lock, one read of the key and the ticket, one write of the ticket, its
-    audit, outbox and key rows, COMMIT. A replay stops after the read."""
-    pool = await create_pool(
-        role_dsn(database, API_DB_ROLE), min_size=1, max_size=1,
-        reset_session=False, session_settings=NOTIFY_AFTER_COMMIT,
-    )  # fmt: skip
-    bell = OutboxBell(pool)
-    try:
-        queue_id = await _waiting_ticket(pool)
-        key = f"k-{uuid.uuid4().hex}"
-
-        def cancel():
-            return cancel_ticket(
-                pool, STAFF, queue_id, CancelRequest(), topic=f"{topic_prefix}queue-cancelled",
-                bell=bell, idempotency_key=key, request_id=None,
-            )  # fmt: skip
-
-        first, sent = await _statements_of(pool, cancel)
-        assert len(sent) == 5, sent
-        replay, sent_again = await _statements_of(pool, cancel)
-        assert len(sent_again) == 4, sent_again
-        assert replay == first
-        async with pool.acquire() as conn:
-            stored = await conn.fetchval(
-                "select response_body from idempotency_key where key = $1", key
-            )
-            status = await conn.fetchval("select status from queue_ticket where id = $1", queue_id)
-        assert stored == first and first["queue"]["status"] == status == "cancelled"
-    finally:
-        await bell.close()
-        await pool.close()
-
-
-async def _api_pool(database: str) -> asyncpg.Pool:
-    return await create_pool(
-        role_dsn(database, API_DB_ROLE), min_size=1, max_size=2,
-        reset_session=False, session_settings=NOTIFY_AFTER_COMMIT,
-    )  # fmt: skip
-
-
-async def _keyed_cancel(pool, bell, queue_id: int, key: str, topic_prefix: str):
-    return await cancel_ticket(
-        pool, STAFF, queue_id, CancelRequest(), topic=f"{topic_prefix}queue-cancelled",
+def _cancel(pool, bell, queue_id: int, key: str, topic_prefix: str, body=None):
+    return cancel_ticket(
+        pool, STAFF, queue_id, body or CancelRequest(), topic=f"{topic_prefix}queue-cancelled",
         bell=bell, idempotency_key=key, request_id=None,
     )  # fmt: skip
 
 
-async def _kept(pool: asyncpg.Pool, key: str, queue_id: int) -> tuple[int, int, str]:
-    """Stored keys under `key`, outbox rows of `queue_id`, and its status."""
+async def _kept(pool: asyncpg.Pool, key: str, queue_id: int) -> tuple[int, int, str | None]:
+    """Keys stored as `key`, outbox rows of `queue_id`, and its status."""
     async with pool.acquire() as conn:
         return (
             await conn.fetchval("select count(*) from idempotency_key where key = $1", key),
@@ -104,48 +74,108 @@ async def _kept(pool: asyncpg.Pool, key: str, queue_id: int) -> tuple[int, int, 
         )
 
 
-async def test_a_keyed_cancel_of_a_missing_or_already_cancelled_ticket_stores_no_key(
-    database, topic_prefix
+@pytest.mark.parametrize(
+    ("payer", "body"),
+    [("UMUM", CancelRequest()),
+     ("BPJS", CancelRequest(reason_code="no_show", reason_text="Pasien tidak datang"))],
+    ids=["umum", "bpjs-with-reason"],
+)  # fmt: skip
+async def test_a_keyed_cancel_is_two_statements_and_stores_the_response_it_answers(
+    database, topic_prefix, payer, body
 ):
-    pool = await _api_pool(database)
+    """A read of the ticket, then one statement writing the ticket, its audit, outbox and key
+    rows (as a cancel without a key). A replay reads the ticket, then under the key's lock the
+    key: BEGIN, lock, read, COMMIT."""
+    pool = await _api_pool(database, 1)
     bell = OutboxBell(pool)
     try:
-        missing = f"k-{uuid.uuid4().hex}"
-        with pytest.raises(Problem) as refused:
-            await _keyed_cancel(pool, bell, 987_654_321, missing, topic_prefix)
-        assert refused.value.status == 404 and refused.value.code == "queue_not_found"
-        queue_id = await _waiting_ticket(pool)
-        await _keyed_cancel(pool, bell, queue_id, f"k-{uuid.uuid4().hex}", topic_prefix)
-        again = f"k-{uuid.uuid4().hex}"
-        with pytest.raises(Problem) as refused:
-            await _keyed_cancel(pool, bell, queue_id, again, topic_prefix)
-        assert refused.value.status == 409
-        assert (await _kept(pool, missing, 987_654_321))[0] == 0
-        assert await _kept(pool, again, queue_id) == (0, 1, "cancelled")
+        queue_id = await _waiting_ticket(pool, payer)
+        key = f"k-{uuid.uuid4().hex}"
+        first, sent = await _statements_of(
+            pool, lambda: _cancel(pool, bell, queue_id, key, topic_prefix, body)
+        )
+        assert len(sent) == 2, sent
+        replay, sent_again = await _statements_of(
+            pool, lambda: _cancel(pool, bell, queue_id, key, topic_prefix, body)
+        )
+        assert len(sent_again) == 5, sent_again
+        assert replay == first
+        async with pool.acquire() as conn:
+            stored = await conn.fetchval(
+                "select response_body from idempotency_key where key = $1", key
+            )
+            written = await conn.fetchrow(
+                "select status, reason_code, reason_text, bpjs_sync from queue_ticket"
+                " where id = $1",
+                queue_id,
+            )
+        assert stored == first
+        queue = first["queue"]
+        assert (queue["status"], queue["reason_code"], queue["reason_text"]) == (
+            written["status"], written["reason_code"], written["reason_text"]
+        ) == ("cancelled", body.reason_code, body.reason_text)  # fmt: skip
+        assert queue["bpjs_sync"] == written["bpjs_sync"]
+        assert first["bpjs_sync"] == ("pending" if payer == "BPJS" else "not_required")
     finally:
         await bell.close()
         await pool.close()
 
 
-async def test_a_response_that_differs_from_the_row_written_keeps_nothing(
-    database, topic_prefix, monkeypatch
+async def test_a_key_reused_for_another_waiting_ticket_is_refused_and_changes_nothing(
+    database, topic_prefix
 ):
-    """The key's response is built before the statement that stores it; should it ever differ
-    from the row that statement wrote, the whole cancel is rolled back, key included."""
-    real = service._as_cancelled
+    """The fast path's statement fails on the stored key as a whole; the locked path refuses."""
+    pool = await _api_pool(database, 2)
+    bell = OutboxBell(pool)
+    try:
+        key = f"k-{uuid.uuid4().hex}"
+        await _cancel(pool, bell, await _waiting_ticket(pool), key, topic_prefix)
+        other = await _waiting_ticket(pool)
+        with pytest.raises(Problem) as refused:
+            await _cancel(pool, bell, other, key, topic_prefix)
+        assert refused.value.status == 422 and refused.value.code == "idempotency_key_reused"
+        assert await _kept(pool, key, other) == (1, 0, "waiting")
+    finally:
+        await bell.close()
+        await pool.close()
 
-    def wrong(*args):
-        return {**real(*args), "reason_text": "not what the statement wrote"}
 
-    monkeypatch.setattr(service, "_as_cancelled", wrong)
-    pool = await _api_pool(database)
+async def test_concurrent_retries_with_one_key_cancel_once_and_answer_alike(database, topic_prefix):
+    """Both read the ticket waiting; one statement cancels, the other finds it no longer
+    waiting and replays the first's response under the key's lock."""
+    pool = await _api_pool(database, 4)
     bell = OutboxBell(pool)
     try:
         queue_id = await _waiting_ticket(pool)
         key = f"k-{uuid.uuid4().hex}"
-        with pytest.raises(RuntimeError, match="stored response differs"):
-            await _keyed_cancel(pool, bell, queue_id, key, topic_prefix)
-        assert await _kept(pool, key, queue_id) == (0, 0, "waiting")
+        answers = await asyncio.gather(
+            *(_cancel(pool, bell, queue_id, key, topic_prefix) for _ in range(4))
+        )
+        assert all(a == answers[0] for a in answers)
+        assert await _kept(pool, key, queue_id) == (1, 1, "cancelled")
+    finally:
+        await bell.close()
+        await pool.close()
+
+
+async def test_a_keyed_cancel_of_a_missing_or_already_cancelled_ticket_stores_no_key(
+    database, topic_prefix
+):
+    pool = await _api_pool(database, 2)
+    bell = OutboxBell(pool)
+    try:
+        missing = f"k-{uuid.uuid4().hex}"
+        with pytest.raises(Problem) as refused:
+            await _cancel(pool, bell, 987_654_321, missing, topic_prefix)
+        assert refused.value.status == 404 and refused.value.code == "queue_not_found"
+        queue_id = await _waiting_ticket(pool)
+        await _cancel(pool, bell, queue_id, f"k-{uuid.uuid4().hex}", topic_prefix)
+        again = f"k-{uuid.uuid4().hex}"
+        with pytest.raises(Problem) as refused:
+            await _cancel(pool, bell, queue_id, again, topic_prefix)
+        assert refused.value.status == 409
+        assert (await _kept(pool, missing, 987_654_321))[0] == 0
+        assert await _kept(pool, again, queue_id) == (0, 1, "cancelled")
     finally:
         await bell.close()
         await pool.close()
