@@ -5,6 +5,8 @@ ticket no longer waiting, is decided on the locked path with nothing written twi
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -21,12 +23,19 @@ from tests.fixtures.infra import role_dsn
 STAFF = Principal("u-1", "Petugas Loket", "KLINIK-A", frozenset({"queue:cancel"}))
 
 
-async def _api_pool(database: str, size: int) -> asyncpg.Pool:
-    """A pool as the API's: its role and its session setting."""
-    return await create_pool(
+@asynccontextmanager
+async def _api(database: str, size: int) -> AsyncIterator[tuple[asyncpg.Pool, OutboxBell]]:
+    """A pool as the API's (its role and session setting) and the bell its cancels ring."""
+    pool = await create_pool(
         role_dsn(database, API_DB_ROLE), min_size=1, max_size=size,
         reset_session=False, session_settings=NOTIFY_AFTER_COMMIT,
     )  # fmt: skip
+    bell = OutboxBell(pool)
+    try:
+        yield pool, bell
+    finally:
+        await bell.close()
+        await pool.close()
 
 
 async def _statements_of(pool: asyncpg.Pool, work) -> tuple[object, list[str]]:
@@ -86,9 +95,7 @@ async def test_a_keyed_cancel_is_two_statements_and_stores_the_response_it_answe
     """A read of the ticket, then one statement writing the ticket, its audit, outbox and key
     rows (as a cancel without a key). A replay reads the ticket, then under the key's lock the
     key: BEGIN, lock, read, COMMIT."""
-    pool = await _api_pool(database, 1)
-    bell = OutboxBell(pool)
-    try:
+    async with _api(database, 1) as (pool, bell):
         queue_id = await _waiting_ticket(pool, payer)
         key = f"k-{uuid.uuid4().hex}"
         first, sent = await _statements_of(
@@ -116,18 +123,13 @@ async def test_a_keyed_cancel_is_two_statements_and_stores_the_response_it_answe
         ) == ("cancelled", body.reason_code, body.reason_text)  # fmt: skip
         assert queue["bpjs_sync"] == written["bpjs_sync"]
         assert first["bpjs_sync"] == ("pending" if payer == "BPJS" else "not_required")
-    finally:
-        await bell.close()
-        await pool.close()
 
 
 async def test_a_key_reused_for_another_waiting_ticket_is_refused_and_changes_nothing(
     database, topic_prefix
 ):
     """The fast path's statement fails on the stored key as a whole; the locked path refuses."""
-    pool = await _api_pool(database, 2)
-    bell = OutboxBell(pool)
-    try:
+    async with _api(database, 2) as (pool, bell):
         key = f"k-{uuid.uuid4().hex}"
         await _cancel(pool, bell, await _waiting_ticket(pool), key, topic_prefix)
         other = await _waiting_ticket(pool)
@@ -135,17 +137,12 @@ async def test_a_key_reused_for_another_waiting_ticket_is_refused_and_changes_no
             await _cancel(pool, bell, other, key, topic_prefix)
         assert refused.value.status == 422 and refused.value.code == "idempotency_key_reused"
         assert await _kept(pool, key, other) == (1, 0, "waiting")
-    finally:
-        await bell.close()
-        await pool.close()
 
 
 async def test_concurrent_retries_with_one_key_cancel_once_and_answer_alike(database, topic_prefix):
-    """Both read the ticket waiting; one statement cancels, the other finds it no longer
-    waiting and replays the first's response under the key's lock."""
-    pool = await _api_pool(database, 4)
-    bell = OutboxBell(pool)
-    try:
+    """All read the ticket waiting; one statement cancels it, the others find it no longer
+    waiting and replay the first's response under the key's lock."""
+    async with _api(database, 4) as (pool, bell):
         queue_id = await _waiting_ticket(pool)
         key = f"k-{uuid.uuid4().hex}"
         answers = await asyncio.gather(
@@ -153,17 +150,12 @@ async def test_concurrent_retries_with_one_key_cancel_once_and_answer_alike(data
         )
         assert all(a == answers[0] for a in answers)
         assert await _kept(pool, key, queue_id) == (1, 1, "cancelled")
-    finally:
-        await bell.close()
-        await pool.close()
 
 
 async def test_a_keyed_cancel_of_a_missing_or_already_cancelled_ticket_stores_no_key(
     database, topic_prefix
 ):
-    pool = await _api_pool(database, 2)
-    bell = OutboxBell(pool)
-    try:
+    async with _api(database, 2) as (pool, bell):
         missing = f"k-{uuid.uuid4().hex}"
         with pytest.raises(Problem) as refused:
             await _cancel(pool, bell, 987_654_321, missing, topic_prefix)
@@ -176,6 +168,3 @@ async def test_a_keyed_cancel_of_a_missing_or_already_cancelled_ticket_stores_no
         assert refused.value.status == 409
         assert (await _kept(pool, missing, 987_654_321))[0] == 0
         assert await _kept(pool, again, queue_id) == (0, 1, "cancelled")
-    finally:
-        await bell.close()
-        await pool.close()
