@@ -49,7 +49,7 @@ async def read_ticket_for_cancel(
 # event`) and has not been written since (`updated_at`), so the row it leaves is `row` with what
 # it sets; the audit and outbox rows are inserted from the rows the update returns, so they are
 # written exactly when the ticket was cancelled, and all three commit or none.
-_CANCEL_SQL = f"""
+_CANCEL_WRITES = f"""
 with upd as (
     update queue_ticket set status = 'cancelled', cancelled_at = $10, updated_at = $10,
         cancelled_by_id = $3, cancelled_by_name = $4, reason_code = $5, reason_text = $6,
@@ -67,21 +67,21 @@ with upd as (
 ), event as (
     insert into outbox ({OUTBOX_INSERT_COLUMNS})
     select $15::uuid, $16::text, $17::text, $18::text, $19::bytea, $20::text from upd
-)
-select {COLUMNS} from upd
-"""
+)"""
+_CANCELLED_ROW = f"\nselect {COLUMNS} from upd\n"
+_CANCEL_SQL = _CANCEL_WRITES + _CANCELLED_ROW
 # The same, also storing the response under the request's Idempotency-Key (`StoredKey`): the
 # key's row is written exactly when the ticket is cancelled, in the same statement. A key
-# already stored (reused, or a concurrent retry that committed first) fails the whole
-# statement with a unique violation: nothing is written.
-_CANCEL_AND_STORE_KEY_SQL = _CANCEL_SQL.replace(
-    "\nselect ",
-    """, stored as (
+# already stored (reused for another ticket) fails the whole statement with a unique
+# violation: nothing is written.
+_CANCEL_AND_STORE_KEY_SQL = (
+    _CANCEL_WRITES
+    + """, stored as (
     insert into idempotency_key (clinic_id, user_id, key, request_hash, status_code,
         response_body)
     select $2::text, $3::text, $22::text, $23::text, 200, $24::jsonb from upd
-)
-select """,
+)"""
+    + _CANCELLED_ROW
 )
 
 

@@ -153,7 +153,8 @@ async def _cancel(
     )
     if key is not None:
         # The key's row is written by the cancel statement itself, so its response is built
-        # first: the ticket as that statement leaves it, from the locked row and what it sets.
+        # first: the ticket as that statement leaves it, `row` (which it checks is unchanged)
+        # with what it sets.
         key = key._replace(response=_response(_as_cancelled(row, who, body, sync), sync))
     updated = await repo.cancel_with_audit_and_event(
         conn,
