@@ -237,8 +237,8 @@ async def run(quick: bool) -> list[Row]:
     a2.set_xlabel("latency (ms)")
     a2.legend()
     save_figure(fig, quick, "api_throughput")
-    keyed_lat = sorted(keyed_runs, key=lambda x: x["cancels_per_s"])[len(keyed_runs) // 2]
-    keyed_lat = keyed_lat["latency_ms"]
+    keyed_median = sorted(keyed_runs, key=lambda x: x["cancels_per_s"])[len(keyed_runs) // 2]
+    keyed_lat = keyed_median["latency_ms"]
     for x in api_runs + keyed_runs + pg_runs:
         x.pop("latencies_s")
     write_result(

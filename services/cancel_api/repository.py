@@ -70,7 +70,7 @@ with upd as (
 )"""
 _CANCELLED_ROW = f"\nselect {COLUMNS} from upd\n"
 _CANCEL_SQL = _CANCEL_WRITES + _CANCELLED_ROW
-# The same, also storing the response under the request's Idempotency-Key (`StoredKey`): the
+# The same, also storing the response under the request's Idempotency-Key (`IdempotencyKey`): the
 # key's row is written exactly when the ticket is cancelled, in the same statement. A key
 # already stored (reused for another ticket) fails the whole statement with a unique
 # violation: nothing is written.
@@ -88,12 +88,11 @@ _CANCEL_AND_STORE_KEY_SQL = (
 IDEMPOTENCY_KEY_CONSTRAINT = "idempotency_key_pkey"
 
 
-class StoredKey(NamedTuple):
-    """An Idempotency-Key, its request's hash and the response to store under it."""
+class IdempotencyKey(NamedTuple):
+    """A request's Idempotency-Key and the hash of the request it was sent with."""
 
     key: str
     request_hash: str
-    response: dict[str, Any]
 
 
 async def cancel_with_audit_and_event(
@@ -106,16 +105,17 @@ async def cancel_with_audit_and_event(
     bpjs_sync: str | None,
     request_id: str | None,
     outbox_row: OutboxValues,
-    stored_key: StoredKey | None = None,
+    key: IdempotencyKey | None = None,
+    response: dict[str, Any] | None = None,
 ) -> asyncpg.Record | None:
     """Ticket `row` (from `read_ticket_for_cancel`, status waiting) -> cancelled at its `tx_now`,
     with its `audit(action="cancel")` row, the outbox row (`shared.outbox.outbox_values`) and,
-    given `stored_key`, the idempotency key's row, in one statement. None, and nothing
+    given `key`, its row storing `response`, in one statement. None, and nothing
     written, when the ticket is no longer waiting or changed since `row` was read."""
     # The `status = 'waiting'` guard repeats the rule in the database itself.
-    key = () if stored_key is None else stored_key
+    stored = () if key is None else (key.key, key.request_hash, response)
     return await conn.fetchrow(
-        _CANCEL_SQL if stored_key is None else _CANCEL_AND_STORE_KEY_SQL,
+        _CANCEL_SQL if key is None else _CANCEL_AND_STORE_KEY_SQL,
         row["id"],
         who.clinic_id,
         who.user_id,
@@ -132,7 +132,7 @@ async def cancel_with_audit_and_event(
         row["bpjs"],
         *outbox_row,
         row["updated_at"],
-        *key,
+        *stored,
     )
 
 

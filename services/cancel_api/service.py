@@ -54,7 +54,7 @@ async def cancel_ticket(
     ):
         key = None
         if idempotency_key is not None:
-            key = repo.StoredKey(idempotency_key, request_hash(queue_id, body), {})
+            key = repo.IdempotencyKey(idempotency_key, request_hash(queue_id, body))
         async with pool.acquire() as conn:
             # Fast path, two round trips: read the ticket, then one statement that cancels it,
             # writes the audit and outbox rows (and stores the response under the key), and
@@ -89,7 +89,7 @@ async def _cancel_locked(
     queue_id: int,
     body: CancelRequest,
     topic: str,
-    key: repo.StoredKey | None,
+    key: repo.IdempotencyKey | None,
     request_id: str | None,
 ) -> tuple[dict[str, Any], bool]:
     """The cancel in the caller's transaction, deciding on the ticket row locked FOR UPDATE;
@@ -138,7 +138,7 @@ async def _cancel(
     body: CancelRequest,
     topic: str,
     request_id: str | None,
-    key: repo.StoredKey | None = None,
+    key: repo.IdempotencyKey | None = None,
 ) -> dict[str, Any] | None:
     """Cancel the waiting ticket `row` (ticket, audit and outbox rows, and given `key` the
     response stored under it, in one statement); its response body, or None when the ticket is
@@ -151,11 +151,12 @@ async def _cancel(
         source=EVENT_SOURCE,
         traceparent=tracing.current_traceparent(),
     )
+    stored = None
     if key is not None:
         # The key's row is written by the cancel statement itself, so its response is built
         # first: the ticket as that statement leaves it, `row` (which it checks is unchanged)
         # with what it sets.
-        key = key._replace(response=_response(_as_cancelled(row, who, body, sync), sync))
+        stored = _response(_as_cancelled(row, who, body, sync), sync)
     updated = await repo.cancel_with_audit_and_event(
         conn,
         who,
@@ -165,12 +166,13 @@ async def _cancel(
         bpjs_sync=sync,
         request_id=request_id,
         outbox_row=outbox_values(topic, event),
-        stored_key=key,
+        key=key,
+        response=stored,
     )
     if updated is None:
         return None
     response = _response(updated, sync)
-    if key is not None and response != key.response:
+    if stored is not None and response != stored:
         # Cannot happen while the statement checks `updated_at`. On the locked path this rolls
         # everything back; on the fast path the cancel has committed and a retry replays it.
         raise RuntimeError(f"queue {row['id']}: the stored response differs from the row written")

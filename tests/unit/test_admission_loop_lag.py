@@ -9,6 +9,7 @@ import time
 from prometheus_client import REGISTRY
 
 from services.cancel_api.admission import LoopLag
+from tests.fixtures.infra import wait_until
 
 
 def _late_over(cause: str, seconds: float) -> float:
@@ -21,13 +22,28 @@ def _late_over(cause: str, seconds: float) -> float:
     return total - (within or 0.0)
 
 
+def _rounds() -> float:
+    """Rounds LoopLag has measured so far, whatever their cause."""
+    return sum(
+        REGISTRY.get_sample_value("event_loop_lag_seconds_count", {"cause": c}) or 0.0
+        for c in ("running", "waiting")
+    )
+
+
 async def _stall_with(block) -> None:
     lag = LoopLag(interval_s=0.01)
     task = asyncio.create_task(lag.run())
-    await asyncio.sleep(0.03)  # a few timely rounds first
-    block()
-    await asyncio.sleep(0.03)  # the round the stall delayed is measured after it
-    task.cancel()
+    try:
+        start = _rounds()
+        # One timely round first: the next one's timer is then due during the stall.
+        await wait_until(lambda: _rounds() > start, timeout=5, interval=0.001, what="a round")
+        before = _rounds()
+        block()
+        await wait_until(
+            lambda: _rounds() > before, timeout=5, interval=0.001, what="the delayed round"
+        )
+    finally:
+        task.cancel()
 
 
 async def test_a_loop_kept_busy_by_a_long_callback_counts_as_running():
