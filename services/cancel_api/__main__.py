@@ -1,5 +1,7 @@
 """`python -m services.cancel_api`: serve the cancel API (and its outbox relay) with uvicorn."""
 
+from typing import Any
+
 import uvicorn
 
 from services.cancel_api.config import CancelApiSettings
@@ -8,6 +10,23 @@ from shared.logging import configure_logging
 from shared.service_kit import start_metrics_server
 
 SERVICE = "cancel-api"
+
+
+def server_options(settings: CancelApiSettings) -> dict[str, Any]:
+    """How uvicorn serves the API (everything but the app)."""
+    return {
+        "host": settings.http_host,
+        "port": settings.port,
+        "workers": settings.workers,
+        # asyncio's own event loop, not uvloop: libuv (under uvloop) accepts one new
+        # connection per turn of the loop, so when the loop is busy a burst of new connections
+        # waits one busy turn each before its request is read, and a request the API would
+        # refuse at once waits with them. asyncio accepts every pending connection in one turn.
+        "loop": "asyncio",
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
 
 
 def main() -> None:
@@ -21,14 +40,7 @@ def main() -> None:
         except OSError as exc:
             refuse_to_start(SERVICE, f"OPS_PORT {settings.ops_port}: {exc.strerror}")
     uvicorn.run(
-        "services.cancel_api.app:create_app_from_env",
-        factory=True,
-        host=settings.http_host,
-        port=settings.port,
-        workers=settings.workers,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
+        "services.cancel_api.app:create_app_from_env", factory=True, **server_options(settings)
     )
 
 
