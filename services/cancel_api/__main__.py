@@ -21,7 +21,8 @@ def server_options(settings: CancelApiSettings) -> dict[str, Any]:
         # asyncio's own event loop, not uvloop: libuv (under uvloop) accepts one new
         # connection per turn of the loop, so when the loop is busy a burst of new connections
         # waits one busy turn each before its request is read, and a request the API would
-        # refuse at once waits with them. asyncio accepts every pending connection in one turn.
+        # refuse at once waits with them. asyncio accepts every pending connection in one turn,
+        # at the price of somewhat more CPU per request than uvloop (bench/README.md).
         "loop": "asyncio",
         "log_config": None,
         "access_log": False,
