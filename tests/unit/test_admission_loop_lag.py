@@ -30,18 +30,20 @@ def _rounds() -> float:
     )
 
 
+async def _next_round(what: str) -> None:
+    """Wait until LoopLag has measured one more round."""
+    before = _rounds()
+    await wait_until(lambda: _rounds() > before, timeout=5, interval=0.001, what=what)
+
+
 async def _stall_with(block) -> None:
     lag = LoopLag(interval_s=0.01)
     task = asyncio.create_task(lag.run())
     try:
-        start = _rounds()
         # One timely round first: the next one's timer is then due during the stall.
-        await wait_until(lambda: _rounds() > start, timeout=5, interval=0.001, what="a round")
-        before = _rounds()
-        block()
-        await wait_until(
-            lambda: _rounds() > before, timeout=5, interval=0.001, what="the delayed round"
-        )
+        await _next_round("a round")
+        block()  # synchronous: no round completes during it, so the next one is the delayed one
+        await _next_round("the delayed round")
     finally:
         task.cancel()
 
