@@ -11,7 +11,8 @@ does: a reader on the listening socket accepts until the kernel's queue is empty
 backlog per turn) and hands each connection to uvloop's `connect_accepted_socket`. When the
 process is out of descriptors or kernel memory it stops accepting for a while instead of
 spinning on a listener that stays readable, as asyncio does. TLS listeners are left to uvloop's
-own server; nothing here serves TLS.
+own server; nothing here serves TLS. Worker processes sharing one listener
+(`CANCEL_API_WORKERS` > 1) each take what is queued when they wake, as on asyncio's loop.
 
 Give it to uvicorn as `loop="shared.eager_accept:EagerAcceptLoop"` (uvicorn uses a custom
 loop string as the loop factory itself).
