@@ -55,10 +55,8 @@ class EagerServer(asyncio.AbstractServer):
         self._protocol_factory = protocol_factory
         self._backlog = backlog
         self._serving = False
-        self._closed = False
         self._setups: set[asyncio.Task[Any]] = set()
-        self._retries: dict[socket.socket, asyncio.TimerHandle] = {}
-        self._done: asyncio.Future[None] = loop.create_future()
+        self._closed: asyncio.Future[None] = loop.create_future()  # done once closed
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -76,7 +74,7 @@ class EagerServer(asyncio.AbstractServer):
     async def serve_forever(self) -> None:
         self._start()
         try:
-            await asyncio.shield(self._done)
+            await asyncio.shield(self._closed)
         finally:
             self.close()
             await self.wait_closed()
@@ -84,27 +82,22 @@ class EagerServer(asyncio.AbstractServer):
     def close(self) -> None:
         """Stop listening. Connections already accepted are still handed to their protocol
         (as asyncio's server does); `wait_closed` waits for that hand-over."""
-        if self._closed:
+        if self._closed.done():
             return
-        self._closed = True
-        for handle in self._retries.values():
-            handle.cancel()
-        self._retries.clear()
+        self._closed.set_result(None)
         for sock in self._sockets:
             if self._serving:
                 self._loop.remove_reader(sock.fileno())
             sock.close()
         self._sockets = []
-        self._serving = False
-        if not self._done.done():
-            self._done.set_result(None)
+        self._serving = False  # a pending retry then watches nothing
 
     async def wait_closed(self) -> None:
         if self._setups:
             await asyncio.wait(list(self._setups))
 
     def _start(self) -> None:
-        if self._serving or self._closed:
+        if self._serving or self._closed.done():
             return
         self._serving = True
         for sock in self._sockets:
@@ -113,7 +106,6 @@ class EagerServer(asyncio.AbstractServer):
             self._watch(sock)
 
     def _watch(self, sock: socket.socket) -> None:
-        self._retries.pop(sock, None)
         if self._serving:
             self._loop.add_reader(sock.fileno(), self._accept_pending, sock)
 
@@ -137,7 +129,7 @@ class EagerServer(asyncio.AbstractServer):
                     listener=str(sock.getsockname()),
                 )
                 self._loop.remove_reader(sock.fileno())
-                self._retries[sock] = self._loop.call_later(ACCEPT_RETRY_DELAY_S, self._watch, sock)
+                self._loop.call_later(ACCEPT_RETRY_DELAY_S, self._watch, sock)
                 return
             self._hand_over(conn)
 
@@ -151,18 +143,15 @@ class EagerServer(asyncio.AbstractServer):
 
     def _set_up(self, task: asyncio.Task[Any], conn: socket.socket) -> None:
         self._setups.discard(task)
-        if task.cancelled():
-            exc: BaseException | None = None
-        else:
-            exc = task.exception()
-            if exc is not None:
-                self._loop.call_exception_handler(
-                    {
-                        "message": "Error on transport creation for incoming connection",
-                        "exception": exc,
-                        "socket": conn,
-                    }
-                )
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            self._loop.call_exception_handler(
+                {
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc,
+                    "socket": conn,
+                }
+            )
         if (task.cancelled() or exc is not None) and conn.fileno() != -1:
             # uvloop detaches the socket once its transport owns the descriptor; a socket
             # still attached never reached a transport and is ours to close.

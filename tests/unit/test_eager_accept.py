@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from shared.eager_accept import EagerAcceptLoop, EagerServer
+from tests.fixtures.infra import wait_until
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -21,23 +22,40 @@ DEADLINE_S = 10.0  # only for a hung server: nothing here asserts a duration
 
 
 class Answer(asyncio.Protocol):
-    """Answers one request and closes; `on_made` runs when a connection reaches it."""
+    """Answers one request and closes; `on_made` runs when a connection reaches it, `lost`
+    is done once its connection is closed (libuv has closed the descriptor by then)."""
 
     def __init__(self, on_made: Callable[[], None] | None = None) -> None:
         self.on_made = on_made
         self.transport: Any = None  # uvloop's transports are not asyncio.Transport
         self.data = b""
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         if self.on_made is not None:
             self.on_made()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(None)
+
     def data_received(self, data: bytes) -> None:
         self.data += data
         if b"\r\n\r\n" in self.data and self.transport is not None:
             self.transport.write(ANSWER)
             self.transport.close()
+
+
+def recording(
+    made: list[Answer], on_made: Callable[[], None] | None = None
+) -> Callable[[], Answer]:
+    """A protocol factory that keeps every protocol it makes in `made`."""
+
+    def factory() -> Answer:
+        made.append(Answer(on_made))
+        return made[-1]
+
+    return factory
 
 
 class FlakyListener(socket.socket):
@@ -90,11 +108,12 @@ def open_descriptors() -> int:
 async def warmed_up(loop: asyncio.AbstractEventLoop) -> None:
     """Serve one connection: uvloop opens a descriptor of its own, for good, the first time a
     connection goes through it, which a count of open descriptors must not take for a leak."""
-    server = await loop.create_server(Answer, "127.0.0.1", 0)
+    made: list[Answer] = []
+    server = await loop.create_server(recording(made), "127.0.0.1", 0)
     assert await answer_of(loop, pending_request(server.sockets[0].getsockname())) == ANSWER
     server.close()
     await server.wait_closed()
-    await turns(5)
+    await made[0].lost
 
 
 def flaky_listener() -> FlakyListener:
@@ -164,11 +183,7 @@ def test_closing_with_connections_still_being_set_up_hands_every_accepted_one_ov
             if server.is_serving():
                 server.close()
 
-        def factory() -> Answer:
-            made.append(Answer(on_made=first_made))
-            return made[-1]
-
-        server = await loop.create_server(factory, sock=listener)
+        server = await loop.create_server(recording(made, first_made), sock=listener)
         answers = [await answer_of(loop, c) for c in clients]
         await server.wait_closed()
         assert answers == [ANSWER] * burst
@@ -177,7 +192,7 @@ def test_closing_with_connections_still_being_set_up_hands_every_accepted_one_ov
         assert listener.fileno() == -1
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(address, timeout=DEADLINE_S)
-        await turns(5)  # transports release their descriptors on the loop's next rounds
+        await asyncio.gather(*(answer.lost for answer in made))
         assert open_descriptors() == before
 
     run(main)
@@ -189,7 +204,7 @@ def test_serve_forever_serves_until_cancelled_then_closes():
         address = server.sockets[0].getsockname()
         assert not server.is_serving()
         forever = asyncio.ensure_future(server.serve_forever())
-        await turns(1)  # listening from here
+        await wait_until(server.is_serving, timeout=DEADLINE_S, interval=0, what="serving")
         assert await answer_of(loop, pending_request(address)) == ANSWER
         assert server.is_serving()
         forever.cancel()
