@@ -263,12 +263,17 @@ async def test_the_api_stays_ready_while_kafka_is_unreachable_and_reports_it(dat
 async def test_database_connections_killed_midway_give_503_then_recover(api, database):
     t = await api.register()
     admin = await asyncpg.connect(database)
-    await admin.execute(
-        "select pg_terminate_backend(pid) from pg_stat_activity"
-        " where datname = current_database() and pid <> pg_backend_pid()"
+    killed = await admin.fetchval(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity"
+        " where datname = current_database() and pid <> pg_backend_pid()) k"
     )
     await admin.close()
-    statuses = [(await api.cancel(t["id"])).status_code for _ in range(3)]
-    assert statuses[-1] in (200, 409) and set(statuses) <= {200, 409, 503}
+    # A pooled connection whose end the client has not read yet fails the one request that
+    # takes it (503) and is then discarded, so each killed connection costs at most one 503.
+    statuses: list[int] = []
+    while not statuses or statuses[-1] == 503:
+        assert len(statuses) <= killed, f"no recovery after {statuses}"
+        statuses.append((await api.cancel(t["id"])).status_code)
+    assert statuses[-1] in (200, 409), statuses
     r = await api.client.get(f"/antrian_ruangan/{t['id']}", headers=auth(token()))
     assert r.json()["status"] == "cancelled"
