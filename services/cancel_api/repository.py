@@ -15,15 +15,20 @@ COLUMNS = (
     " status, created_at, cancelled_at, cancelled_by_id, cancelled_by_name, reason_code,"
     " reason_text, bpjs_sync"
 )
+# A ticket of the caller's clinic by id ($1, $2). The clinic is part of every lookup (another
+# clinic's ticket simply does not exist), compared with `is not distinct from`, which no index
+# can answer: with `=`, a clinic the statistics have not seen yet (new since the last ANALYZE)
+# looks almost empty, and the planner reads the ticket through an index on (clinic_id, ...),
+# walking all of that clinic's tickets, instead of through the primary key.
+TICKET_OF_CLINIC = "id = $1 and clinic_id is not distinct from $2"
 
 
 async def get_ticket(
     conn: asyncpg.Connection, clinic_id: str, queue_id: int, *, for_update: bool = False
 ) -> asyncpg.Record | None:
-    # The clinic is part of every lookup: another clinic's ticket simply does not exist.
     lock = " for update" if for_update else ""
     return await conn.fetchrow(
-        f"select {COLUMNS} from queue_ticket where id = $1 and clinic_id = $2{lock}",
+        f"select {COLUMNS} from queue_ticket where {TICKET_OF_CLINIC}{lock}",
         queue_id,
         clinic_id,
     )
@@ -38,7 +43,7 @@ async def read_ticket_for_cancel(
     lock = " for update" if for_update else ""
     return await conn.fetchrow(
         f"select {COLUMNS}, updated_at, now() as tx_now from queue_ticket"
-        f" where id = $1 and clinic_id = $2{lock}",
+        f" where {TICKET_OF_CLINIC}{lock}",
         queue_id,
         clinic_id,
     )
@@ -49,14 +54,20 @@ async def read_ticket_for_cancel(
 # event`) and has not been written since (`updated_at`), so the row it leaves is `row` with what
 # it sets; the audit and outbox rows are inserted from the rows the update returns, so they are
 # written exactly when the ticket was cancelled, and all three commit or none.
+# As in TICKET_OF_CLINIC, the checks on the row are `is not distinct from`, so the primary key
+# is the only way the planner can find it: with `=`, (clinic_id, status) matches
+# queue_ticket_status_idx, and when the statistics say few tickets are waiting (an ANALYZE after
+# closing time, before the day's tickets) the planner reads the ticket through that index,
+# walking every waiting ticket of the clinic for each cancel.
 _CANCEL_WRITES = f"""
 with upd as (
     update queue_ticket set status = 'cancelled', cancelled_at = $10, updated_at = $10,
         cancelled_by_id = $3, cancelled_by_name = $4, reason_code = $5, reason_text = $6,
         bpjs_sync = $7, cancel_event_id = $15::uuid
-    where id = $1 and clinic_id = $2 and status = 'waiting'
-        and room_id = $11 and ticket_number = $12 and payer = $13
-        and bpjs is not distinct from $14::jsonb and updated_at = $21
+    where {TICKET_OF_CLINIC} and status is not distinct from 'waiting'
+        and room_id is not distinct from $11 and ticket_number is not distinct from $12
+        and payer is not distinct from $13 and bpjs is not distinct from $14::jsonb
+        and updated_at is not distinct from $21
     returning {COLUMNS}
 ), audit as (
     insert into queue_audit (queue_id, clinic_id, action, actor_id, actor_name, at,
@@ -255,7 +266,7 @@ async def read_key_and_ticket_for_cancel(
         " from (select 1) one"
         " left join idempotency_key k on k.clinic_id = $2 and k.user_id = $3 and k.key = $4"
         f" left join lateral (select {COLUMNS}, updated_at, now() as tx_now from queue_ticket"
-        "  where id = $1 and clinic_id = $2 for update) t on true",
+        f"  where {TICKET_OF_CLINIC} for update) t on true",
         queue_id,
         clinic_id,
         user_id,

@@ -7,8 +7,11 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import asyncpg
+import orjson
 import pytest
 
 from services.cancel_api.errors import Problem
@@ -168,3 +171,78 @@ async def test_a_keyed_cancel_of_a_missing_or_already_cancelled_ticket_stores_no
         assert refused.value.status == 409
         assert (await _kept(pool, missing, 987_654_321))[0] == 0
         assert await _kept(pool, again, queue_id) == (0, 1, "cancelled")
+
+
+def _literal(value: object) -> str:
+    """`value` as an SQL literal of unknown type (EXECUTE's arguments cannot be parameters)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bytes):
+        return f"'\\x{value.hex()}'"
+    text = orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
+    return "'" + text.replace("'", "''") + "'"
+
+
+async def _scans_of_tickets(conn: asyncpg.Connection, sql: str, args: tuple) -> list[str]:
+    """How the plan of `sql` with `args` reads queue_ticket: each scan's type and index."""
+    plan = await conn.fetchval(f"explain (format json) {sql}", *args)  # json: decoded
+    found: list[str] = []
+
+    def walk(node: dict) -> None:
+        if node.get("Relation Name") == "queue_ticket" and node["Node Type"].endswith("Scan"):
+            found.append(f"{node['Node Type']} {node.get('Index Name', '')}".strip())
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    return found
+
+
+@pytest.mark.parametrize("yesterday", ["KLINIK-A", "KLINIK-B"], ids=["same-clinic", "new-clinic"])
+async def test_a_cancel_finds_its_ticket_by_primary_key_whatever_the_statistics_say(
+    database, topic_prefix, yesterday
+):
+    """The morning after a nightly ANALYZE: yesterday's tickets are all done, so the statistics
+    say almost none is waiting (and, for a clinic new since then, that it has no ticket at all),
+    and today's thousands of waiting tickets came after. A cancel that then read its ticket
+    through (clinic, status) walks every waiting ticket of the clinic (about 2 ms each here, and
+    more as the day fills); it must stay on the primary key, in the plan of its first executions
+    (custom) and of later ones (generic)."""
+    admin = await asyncpg.connect(database)
+    try:
+        insert = (
+            "insert into queue_ticket (clinic_id, room_id, service_date, ticket_seq,"
+            " ticket_number, patient_mrn, patient_name, payer, status)"
+            " select $1, 'POLI-UMUM', $2, 1000 + g, 'A-' || g, 'RM-' || g,"
+            " 'Pasien ' || g, 'UMUM', $3 from generate_series(1, $4) g"
+        )
+        today = datetime.now(ZoneInfo("Asia/Jakarta")).date()
+        await admin.execute(insert, yesterday, today - timedelta(days=1), "done", 3000)
+        await admin.execute("analyze queue_ticket")
+        await admin.execute(insert, STAFF.clinic_id, today, "waiting", 2000)
+    finally:
+        await admin.close()
+    async with _api(database, 1) as (pool, bell):
+        sent: list[tuple[str, tuple]] = []
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda q: sent.append((q.query, q.args)))
+        for key in (None, f"k-{uuid.uuid4().hex}"):
+            queue_id = await _waiting_ticket(pool)
+            sent.clear()
+            await _cancel(pool, bell, queue_id, key, topic_prefix)
+            statements = [(q, a) for q, a in sent if "queue_ticket" in q]
+            assert len(statements) == 2, sent  # the read, then the cancel's writes
+            # On the API's own connection (its codecs); the transaction holds the plan mode.
+            async with pool.acquire() as explain, explain.transaction():
+                for mode in ("force_custom_plan", "force_generic_plan"):
+                    await explain.execute(f"set local plan_cache_mode = {mode}")
+                    for i, (sql, args) in enumerate(statements):
+                        if mode == "force_generic_plan":  # as a prepared statement's
+                            await explain.execute(f"prepare s{i} as {sql}")
+                            sql = f"execute s{i}({', '.join(map(_literal, args))})"
+                        scans = await _scans_of_tickets(
+                            explain, sql, args if mode == "force_custom_plan" else ()
+                        )
+                        assert scans == ["Index Scan queue_ticket_pkey"], (mode, scans, sql)
+                for i in range(len(statements)):
+                    await explain.execute(f"deallocate s{i}")

@@ -12,7 +12,7 @@ from services.cancel_api.access import SyncAdmin
 from services.cancel_api.context import Ctx, read_json_body
 from services.cancel_api.errors import Problem
 from services.cancel_api.openapi import QueueIdValue, json_body, problems
-from services.cancel_api.repository import COLUMNS, audit
+from services.cancel_api.repository import COLUMNS, TICKET_OF_CLINIC, audit
 from services.cancel_api.schemas import ResolveRequest, queue_out
 from shared.auth import Principal
 from shared.sync_job import machine, store
@@ -95,7 +95,7 @@ async def _job(ctx: Any, conn: asyncpg.Connection, who: Principal, queue_id: int
     """The ticket's sync job, locked; created from the ticket row when it has none yet (its
     event is still on its way, or was lost): an admin's action never waits for the worker."""
     ticket = await conn.fetchval(
-        "select bpjs_sync from queue_ticket where id = $1 and clinic_id = $2"
+        f"select bpjs_sync from queue_ticket where {TICKET_OF_CLINIC}"
         " and bpjs_sync is not null for update",
         queue_id,
         who.clinic_id,
