@@ -20,10 +20,14 @@ import asyncpg
 from bench.common import (
     CLINIC,
     DB_POOL_MAX,
+    TICKS,
+    Infra,
     Row,
+    busy_share,
     cdf,
     figure,
     log,
+    machine_jiffies,
     median,
     now_iso,
     percentiles,
@@ -63,8 +67,8 @@ def pgbench_script(topic: str) -> str:
     repository `read_ticket_for_cancel` + `cancel_with_audit_and_event`), statement for
     statement: a read of the ticket, then one statement that cancels it only if it is still
     waiting and unchanged and inserts the audit and outbox rows from the updated row."""
-    return f"""SELECT {COLUMNS}, updated_at, now() AS tx_now FROM queue_ticket WHERE id = (SELECT nextval('bench_ids')) AND clinic_id = '{CLINIC}' \\gset
-WITH upd AS (UPDATE queue_ticket SET status = 'cancelled', cancelled_at = :tx_now::timestamptz, updated_at = :tx_now::timestamptz, cancelled_by_id = 'u-bench', cancelled_by_name = 'Staff u-bench', reason_code = 'other', reason_text = NULL, bpjs_sync = NULL WHERE id = :id AND clinic_id = '{CLINIC}' AND status = 'waiting' AND room_id = :room_id::text AND ticket_number = :ticket_number::text AND payer = :payer::text AND bpjs IS NOT DISTINCT FROM NULL::jsonb AND updated_at = :updated_at::timestamptz RETURNING {COLUMNS}), audit AS (INSERT INTO queue_audit (queue_id, clinic_id, action, actor_id, actor_name, at, from_status, to_status, reason_code, reason_text, note, request_id) SELECT id, '{CLINIC}', 'cancel', 'u-bench', 'Staff u-bench', :tx_now::timestamptz, 'waiting', 'cancelled', 'other', NULL, NULL, md5(random()::text) FROM upd), event AS (INSERT INTO outbox (event_id, topic, kafka_key, event_type, payload) SELECT gen_random_uuid(), '{topic}', :id, 'QueueCancelled', convert_to('{PAYLOAD}', 'UTF8') FROM upd) SELECT {COLUMNS} FROM upd;
+    return f"""SELECT {COLUMNS}, updated_at, now() AS tx_now FROM queue_ticket WHERE id = (SELECT nextval('bench_ids')) AND clinic_id IS NOT DISTINCT FROM '{CLINIC}' \\gset
+WITH upd AS (UPDATE queue_ticket SET status = 'cancelled', cancelled_at = :tx_now::timestamptz, updated_at = :tx_now::timestamptz, cancelled_by_id = 'u-bench', cancelled_by_name = 'Staff u-bench', reason_code = 'other', reason_text = NULL, bpjs_sync = NULL WHERE id = :id AND clinic_id IS NOT DISTINCT FROM '{CLINIC}' AND status IS NOT DISTINCT FROM 'waiting' AND room_id IS NOT DISTINCT FROM :room_id::text AND ticket_number IS NOT DISTINCT FROM :ticket_number::text AND payer IS NOT DISTINCT FROM :payer::text AND bpjs IS NOT DISTINCT FROM NULL::jsonb AND updated_at IS NOT DISTINCT FROM :updated_at::timestamptz RETURNING {COLUMNS}), audit AS (INSERT INTO queue_audit (queue_id, clinic_id, action, actor_id, actor_name, at, from_status, to_status, reason_code, reason_text, note, request_id) SELECT id, '{CLINIC}', 'cancel', 'u-bench', 'Staff u-bench', :tx_now::timestamptz, 'waiting', 'cancelled', 'other', NULL, NULL, md5(random()::text) FROM upd), event AS (INSERT INTO outbox (event_id, topic, kafka_key, event_type, payload) SELECT gen_random_uuid(), '{topic}', :id, 'QueueCancelled', convert_to('{PAYLOAD}', 'UTF8') FROM upd) SELECT {COLUMNS} FROM upd;
 """  # noqa: E501, S608 - constants of this module and a generated topic name
 
 
@@ -95,11 +99,23 @@ async def api_round(stack: Stack, n: int, clients: int, keyed: bool = False) -> 
                 lat.append(seconds)
 
         reasons0 = await refusals(stack.api_url)
+        infra = Infra(stack.database)
+        inf0, m0 = await infra.snapshot(), machine_jiffies()
         cpu0, svc0, t0 = self_cpu_s(), stack.cpu_snapshot(), time.monotonic()
         await asyncio.gather(*(one_client() for _ in range(clients)))
         elapsed = time.monotonic() - t0
         client_cpu = self_cpu_s() - cpu0
+        m1, inf1 = machine_jiffies(), await infra.snapshot()
     svc = {k: round(v - svc0[k], 2) for k, v in stack.cpu_snapshot().items()}
+    # Where the machine's CPU went per cancel: the API, this load generator, the run's
+    # PostgreSQL backends and the broker (the relay's produce); the rest is the kernel's,
+    # PostgreSQL's background processes and other users of the machine.
+    per_cancel = {
+        "machine": (m1[0] - m0[0]) / TICKS,
+        "api": svc["api"],
+        "client": client_cpu,
+        **Infra.diff(inf0, inf1),
+    }
     reasons = await refusals(stack.api_url)
     errors = sum(c for s, c in statuses.items() if s != 200)
     return {
@@ -115,6 +131,8 @@ async def api_round(stack: Stack, n: int, clients: int, keyed: bool = False) -> 
         "client_cpu_s": round(client_cpu, 2),
         "client_cpu_share": round(client_cpu / elapsed, 2),
         "service_cpu_s": svc,
+        "machine_busy_share": busy_share(m0, m1),
+        "cpu_ms_per_cancel": {k: round(v / n * 1000, 3) for k, v in per_cancel.items()},
     }
 
 
@@ -132,6 +150,7 @@ async def pgbench_round(
         script = Path(tmp) / "cancel.sql"
         script.write_text(pgbench_script(topic))
         per_client = n // clients
+        m0, children0 = machine_jiffies(), _children_cpu_s()
         cmd = [PGBENCH, "-n", "-M", "prepared", "-c", str(clients), "-j", "2",
                "-t", str(per_client), "-f", str(script), "-l", "--log-prefix", f"{tmp}/tx",
                "-h", "127.0.0.1", "-U", "antrean", stack.database]  # fmt: skip
@@ -147,6 +166,7 @@ async def pgbench_round(
             timeout=600,
         )
         elapsed = time.monotonic() - started
+        m1, children1 = machine_jiffies(), _children_cpu_s()
         if proc.returncode != 0:
             raise RuntimeError(f"pgbench failed:\n{proc.stdout}\n{proc.stderr}")
         lat = read_pgbench_log(Path(tmp))
@@ -178,7 +198,18 @@ async def pgbench_round(
         "failed": failed,
         "latency_ms": percentiles(lat),
         "latencies_s": lat,
+        "machine_busy_share": busy_share(m0, m1),
+        "cpu_ms_per_transaction": {
+            "machine": round((m1[0] - m0[0]) / TICKS / (per_client * clients) * 1000, 3),
+            "pgbench": round((children1 - children0) / (per_client * clients) * 1000, 3),
+        },
     }
+
+
+def _children_cpu_s() -> float:
+    """CPU of this process's children that have been waited for (pgbench, once it ends)."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 REPEATS_ITSELF = True  # three rounds of API and pgbench, alternating, in one run
@@ -221,6 +252,15 @@ async def run(quick: bool) -> list[Row]:
 
     pg_rate = median([x["tps"] for x in pg_runs])
     ratio = round(api_rate / pg_rate, 3)
+    # Both rates are bounded by the same two cores: at equal machine busy shares, the ratio is
+    # the machine's CPU per pgbench transaction over its CPU per API cancel.
+    api_cpu = {k: median([x["cpu_ms_per_cancel"][k] for x in api_runs]) for k in
+               api_runs[0]["cpu_ms_per_cancel"]}  # fmt: skip
+    pg_cpu = {k: median([x["cpu_ms_per_transaction"][k] for x in pg_runs]) for k in
+              pg_runs[0]["cpu_ms_per_transaction"]}  # fmt: skip
+    cpu_bound = round(pg_cpu["machine"] / api_cpu["machine"], 3)
+    busy_api = median([x["machine_busy_share"] for x in api_runs])
+    busy_pg = median([x["machine_busy_share"] for x in pg_runs])
     errors = sum(x["errors"] for x in api_runs + keyed_runs)
     by_reason = sum(
         (Counter(x["refused_by_reason"]) for x in api_runs + keyed_runs), Counter[str]()
@@ -253,6 +293,10 @@ async def run(quick: bool) -> list[Row]:
             "api_keyed_cancels_per_s_median": keyed_rate,
             "pgbench_tps_median": pg_rate,
             "api_over_pgbench": ratio,
+            "api_cpu_ms_per_cancel_median": api_cpu,
+            "pgbench_cpu_ms_per_transaction_median": pg_cpu,
+            "api_over_pgbench_at_equal_busy": cpu_bound,
+            "machine_busy_share_median": {"api": busy_api, "pgbench": busy_pg},
             "errors": errors,
             "api_rounds": api_runs,
             "api_keyed_rounds": keyed_runs,
@@ -265,6 +309,27 @@ async def run(quick: bool) -> list[Row]:
         Row("api_throughput", "API cancels/s (median)", f"{api_rate:.0f}"),
         Row("api_throughput", "pgbench tps, same transaction", f"{pg_rate:.0f}"),
         Row("api_throughput", "API / pgbench", f"{ratio:.2f}", ">= 0.5", ratio >= 0.5),
+        Row(
+            "api_throughput",
+            "machine busy: API rounds; pgbench rounds",
+            f"{busy_api:.0%}; {busy_pg:.0%}",
+        ),
+        Row(
+            "api_throughput",
+            "machine CPU ms per API cancel (API; load generator; PostgreSQL backends; broker)",
+            f"{api_cpu['machine']:.2f} ({api_cpu['api']:.2f}; {api_cpu['client']:.2f}; "
+            f"{api_cpu.get('postgres_backends', 0):.2f}; {api_cpu.get('kafka', 0):.2f})",
+        ),
+        Row(
+            "api_throughput",
+            "machine CPU ms per pgbench transaction (pgbench itself)",
+            f"{pg_cpu['machine']:.2f} ({pg_cpu['pgbench']:.2f})",
+        ),
+        Row(
+            "api_throughput",
+            "API / pgbench at equal machine busy (the CPU ratio of the two rows above)",
+            f"{cpu_bound:.2f}",
+        ),
         Row(
             "api_throughput",
             "errors",

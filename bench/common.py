@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -158,6 +159,46 @@ def cpu_s(pid: int) -> float:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
     return total / TICKS
+
+
+class Infra:
+    """CPU of this run's PostgreSQL backends, the server's background processes and the broker
+    (shared with the other users of the machine: their share is included)."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        # The native broker of `make up` (infra/kafka/kafka.sh), whose data live in .data/kafka.
+        broker = str((REPO / ".data" / "kafka").resolve()).encode() + b"/"
+        self.kafka_pid = next(
+            (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
+             b"kafka.Kafka" in _read(p / "cmdline") and broker in
+             _read(p / "cmdline")), None,
+        )  # fmt: skip
+
+    async def snapshot(self) -> dict[str, dict[int, float]]:
+        conn = await asyncpg.connect(ADMIN_DSN)
+        try:
+            rows = await conn.fetch("select pid, datname, backend_type from pg_stat_activity")
+        finally:
+            await conn.close()
+        mine = [r["pid"] for r in rows if r["datname"] == self.database]
+        bg = [r["pid"] for r in rows if r["datname"] is None]
+        out = {"postgres_backends": {p: cpu_s(p) for p in mine},
+               "postgres_background": {p: cpu_s(p) for p in bg}}  # fmt: skip
+        if self.kafka_pid:
+            out["kafka"] = {self.kafka_pid: cpu_s(self.kafka_pid)}
+        return out
+
+    @staticmethod
+    def diff(a: dict[str, dict[int, float]], b: dict[str, dict[int, float]]) -> dict[str, float]:
+        return {k: round(sum(v - a.get(k, {}).get(p, 0.0) for p, v in b[k].items()), 2) for k in b}
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 def self_cpu_s() -> float:

@@ -7,16 +7,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import numpy as np
 
 from bench.common import (
-    ADMIN_DSN,
     REPO,
     STAFF,
+    Infra,
     Row,
     busy_share,
     cpu_s,
@@ -68,46 +67,6 @@ async def seed(dsn: str, cancels: list[tuple[int, str, bool]], seq0: int, tag: s
         await conn.close()
     by_seq = {int(r["ticket_seq"]): int(r["id"]) for r in rows}
     return [by_seq[s] for s in seqs]
-
-
-class Infra:
-    """CPU of this run's PostgreSQL backends, the server's background processes and the broker
-    (shared with the other users of the machine: their share is included)."""
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-        # The native broker of `make up` (infra/kafka/kafka.sh), whose data live in .data/kafka.
-        broker = str((REPO / ".data" / "kafka").resolve()).encode() + b"/"
-        self.kafka_pid = next(
-            (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
-             b"kafka.Kafka" in _read(p / "cmdline") and broker in
-             _read(p / "cmdline")), None,
-        )  # fmt: skip
-
-    async def snapshot(self) -> dict[str, dict[int, float]]:
-        conn = await asyncpg.connect(ADMIN_DSN)
-        try:
-            rows = await conn.fetch("select pid, datname, backend_type from pg_stat_activity")
-        finally:
-            await conn.close()
-        mine = [r["pid"] for r in rows if r["datname"] == self.database]
-        bg = [r["pid"] for r in rows if r["datname"] is None]
-        out = {"postgres_backends": {p: cpu_s(p) for p in mine},
-               "postgres_background": {p: cpu_s(p) for p in bg}}  # fmt: skip
-        if self.kafka_pid:
-            out["kafka"] = {self.kafka_pid: cpu_s(self.kafka_pid)}
-        return out
-
-    @staticmethod
-    def diff(a: dict[str, dict[int, float]], b: dict[str, dict[int, float]]) -> dict[str, float]:
-        return {k: round(sum(v - a.get(k, {}).get(p, 0.0) for p, v in b[k].items()), 2) for k in b}
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return b""
 
 
 async def phase(
