@@ -205,9 +205,9 @@ async def test_a_cancel_finds_its_ticket_by_primary_key_whatever_the_statistics_
     """The morning after a nightly ANALYZE: yesterday's tickets are all done, so the statistics
     say almost none is waiting (and, for a clinic new since then, that it has no ticket at all),
     and today's thousands of waiting tickets came after. A cancel that then read its ticket
-    through (clinic, status) walks every waiting ticket of the clinic (about 2 ms each here, and
-    more as the day fills); it must stay on the primary key, in the plan of its first executions
-    (custom) and of later ones (generic)."""
+    through (clinic, status) walks every waiting ticket of the clinic, a cost growing as the
+    day fills; it must stay on the primary key, in the plan of its first executions (custom)
+    and of later ones (generic)."""
     admin = await asyncpg.connect(database)
     try:
         insert = (
