@@ -81,7 +81,9 @@ def read_pgbench_log(folder: Path) -> list[float]:
     ]
 
 
-async def api_round(stack: Stack, n: int, clients: int, keyed: bool = False) -> dict[str, Any]:
+async def api_round(
+    stack: Stack, infra: Infra, n: int, clients: int, keyed: bool = False
+) -> dict[str, Any]:
     """`n` cancels by `clients` closed-loop clients; `keyed`: each with its own Idempotency-Key,
     as the staff UI sends them."""
     ids = await seed_tickets(stack.dsn, n)
@@ -99,7 +101,6 @@ async def api_round(stack: Stack, n: int, clients: int, keyed: bool = False) -> 
                 lat.append(seconds)
 
         reasons0 = await refusals(stack.api_url)
-        infra = Infra(stack.database)
         inf0, m0 = await infra.snapshot(), machine_jiffies()
         cpu0, svc0, t0 = self_cpu_s(), stack.cpu_snapshot(), time.monotonic()
         await asyncio.gather(*(one_client() for _ in range(clients)))
@@ -233,10 +234,11 @@ async def run(quick: bool) -> list[Row]:
         async with http_client(clients) as client:  # warm-up: connections, prepared statements
             await asyncio.gather(*(cancel(client, stack.api_url, q, token()) for q in warm))
         api_runs, keyed_runs, pg_runs = [], [], []
+        infra = Infra(stack.database)  # the broker process and this run's backends
         for r in range(rounds):
-            api_runs.append(await api_round(stack, n, clients))
+            api_runs.append(await api_round(stack, infra, n, clients))
             log(f"api_throughput round {r + 1}: API {api_runs[-1]['cancels_per_s']}/s")
-            keyed_runs.append(await api_round(stack, n, clients, keyed=True))
+            keyed_runs.append(await api_round(stack, infra, n, clients, keyed=True))
             log(f"api_throughput round {r + 1}: API keyed {keyed_runs[-1]['cancels_per_s']}/s")
             pg_runs.append(await pgbench_round(pg, n, clients, stack.prefix + "queue-cancelled"))
             log(f"api_throughput round {r + 1}: pgbench {pg_runs[-1]['tps']} tps")
@@ -318,7 +320,7 @@ async def run(quick: bool) -> list[Row]:
             "api_throughput",
             "machine CPU ms per API cancel (API; load generator; PostgreSQL backends; broker)",
             f"{api_cpu['machine']:.2f} ({api_cpu['api']:.2f}; {api_cpu['client']:.2f}; "
-            f"{api_cpu.get('postgres_backends', 0):.2f}; {api_cpu.get('kafka', 0):.2f})",
+            f"{api_cpu['postgres_backends']:.2f}; {api_cpu.get('kafka', 0):.2f})",
         ),
         Row(
             "api_throughput",
