@@ -26,9 +26,9 @@ insert into bpjs_sync_job (queue_id, cancel_event_id, clinic_id, ticket_number, 
     origin, status, will_retry, traceparent)
 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
     -- A job made without its event (an orphan, an admin's action) continues the trace of the
-    -- cancel, kept with its outbox row while that row is (7 days after publishing).
-    coalesce($15::text, (select o.traceparent from outbox o where o.kafka_key = $1::bigint::text
-        and o.event_type = 'QueueCancelled' order by o.id limit 1)))
+    -- cancel, kept with its outbox row while that row is (7 days after publishing), found by
+    -- the event's id: the only index a published row is in.
+    coalesce($15::text, (select o.traceparent from outbox o where o.event_id = $2::uuid)))
 on conflict do nothing
 """
 
@@ -71,9 +71,12 @@ async def event_of_ticket(
 ) -> tuple[str, QueueCancelledData] | None:
     """The QueueCancelled (id, data) of a cancelled BPJS ticket, rebuilt from its row, for a
     job whose event never arrived; None when the ticket is not an unsynced BPJS cancellation."""
+    # Only a ticket cancelled before tickets named their event looks for its outbox row by the
+    # ticket's key, which no index on published rows answers: a scan of the week's rows.
     row = await conn.fetchrow(
-        "select t.*, (select o.event_id from outbox o where o.kafka_key = t.id::text"
-        "   and o.event_type = 'QueueCancelled' order by o.id limit 1) as outbox_event_id"
+        "select t.*, case when t.cancel_event_id is null then (select o.event_id from outbox o"
+        "   where o.kafka_key = t.id::text and o.event_type = 'QueueCancelled' order by o.id"
+        "   limit 1) end as outbox_event_id"
         " from queue_ticket t where t.id = $1 and ($2::text is null or t.clinic_id = $2)"
         " and t.payer = 'BPJS' and t.status = 'cancelled' and t.bpjs_sync is not null",
         queue_id,
