@@ -80,9 +80,17 @@ class HeapFreezer:
             registry=registry,
         )
         self.full = {reason: full.labels(reason=reason) for reason in ("scheduled", "churn")}
+        # That the freezer runs, and a point to wait for: everything allocated before a count
+        # was read is frozen once the count has moved on.
+        self.freezes = Counter(
+            "process_gc_freezes",
+            "Freezes of the heap: every period's, and the one after each full pass",
+            registry=registry,
+        )
 
     def freeze(self) -> None:
         gc.freeze()
+        self.freezes.inc()
 
     def released(self, count: int = 1) -> None:
         """Something that may leave cyclic garbage behind is gone (a connection closed)."""

@@ -364,7 +364,18 @@ async def test_sessions_are_frozen_out_of_gc_passes_and_a_scheduled_full_pass_fo
 CHURN_TOKENS = [token(perms=["update antrean"], user=f"churn-{i}") for i in range(100)]
 
 
-async def churn(url: str, rounds: int) -> None:
+async def frozen_since(base: str) -> None:
+    """Returns once the notifier has frozen its heap after this call began: whatever it held
+    then is frozen."""
+    freezes = await metric(base, "process_gc_freezes_total")
+
+    async def moved_on() -> bool:
+        return await metric(base, "process_gc_freezes_total") > freezes
+
+    await wait_until(moved_on, 20, what="a freeze")
+
+
+async def churn(url: str, base: str, rounds: int) -> None:
     """100 connections a round, held past a freeze: dropped before auth, refused for a bad
     token, or authenticated sessions closed by the client (the same 100 users each time, so
     the notifier's caches of verified tokens do not grow)."""
@@ -377,7 +388,7 @@ async def churn(url: str, rounds: int) -> None:
             else (websockets.connect(url) for _ in CHURN_TOKENS)
         )
         conns = await asyncio.gather(*opening)
-        await asyncio.sleep(0.3)  # open across a freeze (every 0.2 s)
+        await frozen_since(base)  # open across a freeze
         if kind == 1:
             await asyncio.gather(*(c.send(bad) for c in conns))
             await asyncio.gather(*(c.wait_closed() for c in conns))
@@ -389,7 +400,7 @@ async def frozen_after_closes(base: str) -> float:
     await wait_until(
         lambda: _eq(metric(base, "notifier_connections"), 0), 20, what="every close seen"
     )
-    await asyncio.sleep(0.3)  # one freeze period (0.2 s) after the last close
+    await frozen_since(base)
     return await metric(base, "process_gc_frozen_objects")
 
 
@@ -407,9 +418,9 @@ async def test_a_closed_connection_leaves_only_a_small_cycle_behind(spawn, infra
         spawn, infra, topic_prefix, NOTIFIER_GC_FULL_AFTER_CLOSED="0"
     )
     await wait_until(lambda: metric(base, "process_gc_frozen_objects"), 20, what="a freeze")
-    await churn(url, 3)  # a first round of each: caches and pools reach their size
+    await churn(url, base, 3)  # a first round of each: caches and pools reach their size
     before = await frozen_after_closes(base)
-    await churn(url, 15)  # 1,500 connections
+    await churn(url, base, 15)  # 1,500 connections
     assert await frozen_after_closes(base) - before < 1_500 * 20
 
 
@@ -425,7 +436,7 @@ async def test_connection_churn_brings_the_full_pass_early(spawn, infra, topic_p
     held = await asyncio.gather(
         *(connect(url, token(perms=["update antrean"], user=f"h{i}")) for i in range(10))
     )
-    await churn(url, 30)  # 3,000 connections closed, 10 open throughout
+    await churn(url, base, 30)  # 3,000 connections closed, 10 open throughout
 
     async def passes() -> float | None:
         value = await metric(base, early)

@@ -84,6 +84,24 @@ async def test_run_freezes_on_its_period_and_collects_in_full_on_the_longer_one(
         await asyncio.gather(task, return_exceptions=True)
 
 
+def test_every_freeze_is_counted_the_one_after_a_full_pass_too(fresh_gc):
+    """The count is what a reader waits on for "frozen since": it moves only after a freeze."""
+    registry = CollectorRegistry()
+    heap = HeapFreezer(freeze_every_s=10, full_every_s=3600, registry=registry)
+
+    def freezes() -> float:
+        return registry.get_sample_value("process_gc_freezes_total") or 0.0
+
+    assert freezes() == 0
+    heap.tick()
+    node = Node()
+    assert freezes() == 1 and any(o is node for o in gc.get_objects())
+    heap.tick()
+    assert freezes() == 2 and not any(o is node for o in gc.get_objects())
+    heap.collect_all()
+    assert freezes() == 3
+
+
 def full_passes(registry: CollectorRegistry, reason: str) -> float:
     value = registry.get_sample_value("process_gc_full_collections_total", {"reason": reason})
     return value or 0.0
