@@ -1,7 +1,9 @@
 """api_throughput: closed loop, as many clients as one API process admits at once (2 x its pool)
 cancelling distinct waiting tickets, against pgbench running the same SQL as the API's cancel
 (ticket read, then one statement: guarded update + audit insert + outbox insert) with the same
-client count, side by side in the same run (rounds alternate API and pgbench)."""
+client count, side by side in the same run (rounds alternate API and pgbench). Then as many
+GET /healthz by the same clients: what any request costs the API (HTTP server, middleware,
+routing) before a cancel's own work."""
 
 from __future__ import annotations
 
@@ -137,6 +139,31 @@ async def api_round(
     }
 
 
+async def floor_round(stack: Stack, n: int, clients: int) -> dict[str, Any]:
+    """`n` GET /healthz by `clients` closed-loop clients: the API's HTTP server, middleware and
+    routing with no handler work (the path is exempt from admission control), what any
+    request costs the API before the cancel's own work."""
+    todo = iter(range(n))
+    async with http_client(clients) as client:
+
+        async def one_client() -> None:
+            for _ in todo:
+                async with client.get(f"{stack.api_url}/healthz") as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"/healthz answered {r.status}")
+
+        svc0, t0 = stack.cpu_snapshot(), time.monotonic()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        elapsed = time.monotonic() - t0
+    api_s = stack.cpu_snapshot()["api"] - svc0["api"]
+    return {
+        "requests": n,
+        "requests_per_s": round(n / elapsed, 1),
+        "api_cpu_ms_per_request": round(api_s / n * 1000, 3),
+    }
+
+
 async def pgbench_round(
     stack: Stack, n: int, clients: int, topic: str, pgoptions: str = PGBENCH_OPTIONS
 ) -> dict[str, Any]:
@@ -233,7 +260,7 @@ async def run(quick: bool) -> list[Row]:
         warm = await seed_tickets(stack.dsn, 200)
         async with http_client(clients) as client:  # warm-up: connections, prepared statements
             await asyncio.gather(*(cancel(client, stack.api_url, q, token()) for q in warm))
-        api_runs, keyed_runs, pg_runs = [], [], []
+        api_runs, keyed_runs, pg_runs, floor_runs = [], [], [], []
         infra = Infra(stack.database)  # the broker process and this run's backends
         for r in range(rounds):
             api_runs.append(await api_round(stack, infra, n, clients))
@@ -243,6 +270,9 @@ async def run(quick: bool) -> list[Row]:
             pg_runs.append(await pgbench_round(pg, n, clients, stack.prefix + "queue-cancelled"))
             log(f"api_throughput round {r + 1}: pgbench {pg_runs[-1]['tps']} tps")
         usage = stack.usage(n * rounds * 2 + len(warm))
+        for r in range(rounds):  # after `usage`, whose CPU is per cancel
+            floor_runs.append(await floor_round(stack, 2 * n, clients))
+            log(f"api_throughput round {r + 1}: /healthz {floor_runs[-1]['requests_per_s']}/s")
     finally:
         await stack.destroy()
         await pg.destroy()
@@ -261,6 +291,8 @@ async def run(quick: bool) -> list[Row]:
     pg_cpu = {k: median([x["cpu_ms_per_transaction"][k] for x in pg_runs]) for k in
               pg_runs[0]["cpu_ms_per_transaction"]}  # fmt: skip
     cpu_bound = round(pg_cpu["machine"] / api_cpu["machine"], 3)
+    floor_ms = median([x["api_cpu_ms_per_request"] for x in floor_runs])
+    floor_rate = median([x["requests_per_s"] for x in floor_runs])
     busy_api = median([x["machine_busy_share"] for x in api_runs])
     busy_pg = median([x["machine_busy_share"] for x in pg_runs])
     errors = sum(x["errors"] for x in api_runs + keyed_runs)
@@ -303,6 +335,7 @@ async def run(quick: bool) -> list[Row]:
             "api_rounds": api_runs,
             "api_keyed_rounds": keyed_runs,
             "pgbench_rounds": pg_runs,
+            "healthz_rounds": floor_runs,
             "services": usage,
         },
     )  # fmt: skip
@@ -331,6 +364,12 @@ async def run(quick: bool) -> list[Row]:
             "api_throughput",
             "API / pgbench at equal machine busy (the CPU ratio of the two rows above)",
             f"{cpu_bound:.2f}",
+        ),
+        Row(
+            "api_throughput",
+            "API CPU ms per request: a cancel; GET /healthz (server, middleware, routing only)"
+            "; /healthz per s",
+            f"{api_cpu['api']:.2f}; {floor_ms:.3f}; {floor_rate:.0f}",
         ),
         Row(
             "api_throughput",
