@@ -1,9 +1,9 @@
 """api_throughput: closed loop, as many clients as one API process admits at once (2 x its pool)
 cancelling distinct waiting tickets, against pgbench running the same SQL as the API's cancel
 (ticket read, then one statement: guarded update + audit insert + outbox insert) with the same
-client count, side by side in the same run (rounds alternate API and pgbench). Then, per round,
-twice as many GET /healthz by the same clients: what any request costs the API (HTTP server, middleware,
-routing) before a cancel's own work."""
+client count, side by side in the same run (rounds alternate API and pgbench). Then, per
+round, twice as many GET /healthz by the same clients: what any request costs the API (HTTP
+server, middleware, routing) before a cancel's own work."""
 
 from __future__ import annotations
 
