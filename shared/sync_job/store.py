@@ -27,7 +27,7 @@ insert into bpjs_sync_job (queue_id, cancel_event_id, clinic_id, ticket_number, 
 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
     -- A job made without its event (an orphan, an admin's action) continues the trace of the
     -- cancel, kept with its outbox row while that row is (7 days after publishing), found by
-    -- the event's id: the only index a published row is in.
+    -- the event's id (unique): the indexes on the row's key hold unpublished rows only.
     coalesce($15::text, (select o.traceparent from outbox o where o.event_id = $2::uuid)))
 on conflict do nothing
 """
