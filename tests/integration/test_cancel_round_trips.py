@@ -22,6 +22,7 @@ from shared.config import API_DB_ROLE
 from shared.db import create_pool
 from shared.outbox import NOTIFY_AFTER_COMMIT, OutboxBell
 from tests.fixtures.infra import role_dsn
+from tests.fixtures.plans import scans
 
 STAFF = Principal("u-1", "Petugas Loket", "KLINIK-A", frozenset({"queue:cancel"}))
 
@@ -186,16 +187,7 @@ def _literal(value: object) -> str:
 async def _scans_of_tickets(conn: asyncpg.Connection, sql: str, args: tuple) -> list[str]:
     """How the plan of `sql` with `args` reads queue_ticket: each scan's type and index."""
     plan = await conn.fetchval(f"explain (format json) {sql}", *args)  # json: decoded
-    found: list[str] = []
-
-    def walk(node: dict) -> None:
-        if node.get("Relation Name") == "queue_ticket" and node["Node Type"].endswith("Scan"):
-            found.append(f"{node['Node Type']} {node.get('Index Name', '')}".strip())
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(plan[0]["Plan"])
-    return found
+    return scans(plan, "queue_ticket")
 
 
 @pytest.mark.parametrize("yesterday", ["KLINIK-A", "KLINIK-B"], ids=["same-clinic", "new-clinic"])

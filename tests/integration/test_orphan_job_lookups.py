@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from shared.sync_job import machine, store
+from tests.fixtures.plans import scans
 
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 PUBLISHED = 5000  # a busy week's published cancellations, enough for the planner to care
@@ -63,17 +64,8 @@ async def _cancelled_bpjs_ticket(conn: asyncpg.Connection, event_id: str | None)
 async def _outbox_reads(conn: asyncpg.Connection, sql: str, args: tuple) -> list[str]:
     """How running `sql` with `args` (rolled back) read the outbox: each executed scan's type
     and index."""
-    found: list[str] = []
-
-    def walk(node: dict) -> None:
-        if node.get("Relation Name") == "outbox" and node.get("Actual Loops", 0) > 0:
-            found.append(f"{node['Node Type']} {node.get('Index Name', '')}".strip())
-        for child in node.get("Plans", []):
-            walk(child)
-
     plan = await _rolled_back(conn, conn.fetchval(f"explain (analyze, format json) {sql}", *args))
-    walk(plan[0]["Plan"])
-    return found
+    return scans(plan, "outbox", executed_only=True)
 
 
 async def _rolled_back(conn: asyncpg.Connection, call: Awaitable[T]) -> T:
